@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="s3rec-tf",
+    version="0.1.0",
+    description="S3-Rec self-supervised sequential recommendation on TensorFlow, Keras and Beam",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["s3rec_tf*", "keras_models*", "beam_pipelines*", "export*"]),
+    include_package_data=True,
+    package_data={"beam_pipelines": ["sample_data/*"]},
+    install_requires=[
+        "tensorflow==2.20.*",
+        "tf-keras==2.20.*",
+        "tensorflow-recommenders>=0.7.3,<0.8",
+        "apache-beam>=2.60,<3",
+        "numpy",
+        "pandas",
+        "pyyaml",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "scann": ["scann[tf]==1.4.2"],
+    },
+)

@@ -1,0 +1,28 @@
+"""Shared fixtures: where the real data lives, and a switch for tests that need it."""
+
+import os
+
+import pytest
+
+import keras_models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("S3REC_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+BEAUTY_DIR = os.path.join(SHARED, "data", "beauty")
+REFERENCE_NPZ = os.path.join(SHARED, "reference", "s3rec_reference_beauty.npz")
+
+
+@pytest.fixture(scope="session")
+def beauty_dir():
+    if not os.path.exists(os.path.join(BEAUTY_DIR, "Beauty.txt")):
+        pytest.skip(f"Beauty benchmark data not found at {BEAUTY_DIR} (set S3REC_SHARED)")
+    return BEAUTY_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_npz():
+    if not os.path.exists(REFERENCE_NPZ):
+        pytest.skip(f"Reference vectors not found at {REFERENCE_NPZ} (set S3REC_SHARED)")
+    import numpy as np
+
+    return dict(np.load(REFERENCE_NPZ))
