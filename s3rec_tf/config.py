@@ -70,7 +70,9 @@ class FinetuneConfig:
     gbce_t: float = 0.75  # gBCE calibration parameter t (gSASRec)
     patience: int = 10
     monitor: str = "sampled_mrr"  # validation metric for early stopping (higher is better)
-    exclude_history: bool = False  # full-ranking protocol: drop the user's history items
+    # Full-ranking protocol: leave the user's history items out of the ranking (RecBole's default
+    # and what the reference's full-sort evaluation approximates by zeroing their scores).
+    exclude_history: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,159 @@
+"""Keras callbacks that make training resumable after a kill.
+
+`ResumableTraining` checkpoints the model, its optimizer, the number of finished epochs and the
+early-stopping state together at every epoch end, so a rerun continues exactly where the last
+finished epoch left off. Keras' own BackupAndRestore does not fit here: pretraining switches its
+input (a new masking duplicate) every epoch, which needs the restored epoch before `fit()` builds
+its dataset, and fine-tuning's early stopping must survive the kill too (best value, patience
+counter and best weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from typing import Optional
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes the real checkpoints (the only worker off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def worker_directory(directory: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this worker saves: every worker must save under MultiWorkerMirroredStrategy (the
+    save is collective), but only the chief's copy is kept."""
+    if is_chief(strategy):
+        return directory
+    resolver = strategy.cluster_resolver
+    return os.path.join(tempfile.gettempdir(), f"s3rec_worker_{resolver.task_type}_{resolver.task_id}")
+
+
+class ResumableTraining(tf.keras.callbacks.Callback):
+    """Epoch-end checkpoints of model + optimizer + epoch (+ early stopping on `monitor`).
+
+    Args:
+      directory: checkpoint directory of this phase.
+      strategy: the distribution strategy (non-chief workers save to a scratch directory).
+      monitor: a validation metric to maximise, e.g. "val_sampled_mrr"; None disables early
+        stopping.
+      patience: epochs without improvement before stopping.
+      stop_after_epoch: end `fit()` after every epoch (pretraining runs one fit per epoch to read
+        that epoch's masking duplicate).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        strategy: tf.distribute.Strategy,
+        monitor: Optional[str] = None,
+        patience: int = 10,
+        stop_after_epoch: bool = False,
+        max_to_keep: int = 2,
+    ):
+        super().__init__()
+        self.directory = directory
+        self.strategy = strategy
+        self.monitor = monitor
+        self.patience = patience
+        self.stop_after_epoch = stop_after_epoch
+        self.max_to_keep = max_to_keep
+        self._manager = None
+        self._best_checkpoint = None
+        # Plain variables: they live in the checkpoint beside the model.
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
+        self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
+        self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="wait")
+        self.stopped_early = False
+
+    def attach(self, model: tf.keras.Model) -> int:
+        """Restores the latest checkpoint into `model` (compiled) and returns the epochs done."""
+        self.set_model(model)
+        checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=model.optimizer,
+            epoch=self.epoch,
+            best=self.best,
+            best_epoch=self.best_epoch,
+            wait=self.wait,
+        )
+        self._manager = tf.train.CheckpointManager(
+            checkpoint, worker_directory(self.directory, self.strategy), max_to_keep=self.max_to_keep
+        )
+        self._best_checkpoint = tf.train.Checkpoint(model=model)
+        latest = self._manager.latest_checkpoint
+        if latest:
+            # expect_partial: optimizer slots are created lazily at the first step.
+            checkpoint.restore(latest).expect_partial()
+            logger.info("Resumed from %s after %d finished epoch(s).", latest, int(self.epoch))
+        return int(self.epoch)
+
+    @property
+    def best_path(self) -> str:
+        return os.path.join(worker_directory(self.directory, self.strategy), "best")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(loss):
+            # TerminateOnNaN has stopped training; never checkpoint a broken model.
+            return
+        if self.monitor is not None:
+            if self.monitor not in logs:
+                raise KeyError(
+                    f"Early stopping monitors {self.monitor!r}, which is not among the logged "
+                    f"metrics {sorted(logs)}."
+                )
+            value = float(logs[self.monitor])
+            if value > float(self.best):
+                self.best.assign(value)
+                self.best_epoch.assign(epoch)
+                self.wait.assign(0)
+                self._best_checkpoint.write(self.best_path)
+            else:
+                self.wait.assign_add(1)
+            if int(self.wait) >= self.patience:
+                logger.info(
+                    "Early stopping: %s has not improved for %d epochs (best %.5f at epoch %d).",
+                    self.monitor,
+                    self.patience,
+                    float(self.best),
+                    int(self.best_epoch) + 1,
+                )
+                self.stopped_early = True
+                self.model.stop_training = True
+        self.epoch.assign(epoch + 1)
+        self._manager.save(checkpoint_number=epoch + 1)
+        if self.stop_after_epoch:
+            self.model.stop_training = True
+
+    @property
+    def finished(self) -> bool:
+        """True once early stopping has triggered (also when restored from a checkpoint)."""
+        return self.monitor is not None and int(self.wait) >= self.patience
+
+    def restore_best(self) -> None:
+        """Loads the best epoch's weights (early stopping's restore_best_weights)."""
+        if self.monitor is None or int(self.best_epoch) < 0:
+            return
+        self._best_checkpoint.read(self.best_path).assert_existing_objects_matched().expect_partial()
+        logger.info(
+            "Restored the best weights: epoch %d, %s = %.5f.",
+            int(self.best_epoch) + 1,
+            self.monitor,
+            float(self.best),
+        )

@@ -1,0 +1,362 @@
+"""tf.data input pipelines over the Beam job's output (the contract is `s3rec_tf.schema`).
+
+Everything per example runs inside tf.data (no Python per example):
+  TFRecordDataset -> parse -> cache -> shuffle -> bucket by length -> pad per batch -> prefetch.
+
+Batches are LEFT-padded with 0 to the longest sequence of the batch (at most max_seq_length), the
+padding the encoder expects (`keras_models.encoder`): the last item is always in the last column.
+Bucketing by length keeps the padding small: on Beauty only about 1.1 M of the 7.5 M positions of
+batches padded to 50 hold real items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from s3rec_tf import schema
+
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+
+logger = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+# Finetune / eval batch features (what the models consume).
+INPUT_IDS = "input_ids"  # [B, W] left-padded input items
+TARGET_IDS = "target_ids"  # [B, W] next item at each position (0 at padding)
+NEGATIVE_IDS = "negative_ids"  # [B, W, k] sampled negatives per position (train only)
+TARGET = schema.TARGET  # [B] the held-out item (valid/test)
+NEGATIVES = schema.NEGATIVES  # [B, 99] the user's sampled negatives (valid/test)
+HISTORY = schema.HISTORY  # [B, H] the user's whole input history, right-padded (valid/test)
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata and side tables
+# ---------------------------------------------------------------------------------------------
+
+
+def read_metadata(data_dir: str) -> dict:
+    """Reads and checks metadata.json of a preprocessed data directory."""
+    path = posixpath.join(data_dir, schema.METADATA_FILE)
+    if not tf.io.gfile.exists(path):
+        raise DataError(
+            f"{path} not found: {data_dir!r} is not the output of beam_pipelines.preprocess "
+            "(run `python -m beam_pipelines.preprocess --output DIR ...` first)."
+        )
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            metadata = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e}).") from e
+    missing = [key for key in schema.METADATA_KEYS if key not in metadata]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {missing}.")
+    if metadata["format_version"] != schema.FORMAT_VERSION:
+        raise DataError(
+            f"{path}: data format version {metadata['format_version']} but this code reads "
+            f"version {schema.FORMAT_VERSION}; rerun beam_pipelines.preprocess with this version."
+        )
+    return metadata
+
+
+def load_item_attributes(data_dir: str, num_items: int, num_attributes: int) -> List[List[int]]:
+    """Attribute ids of every item id 0..num_items + 1 (padding and mask id have none)."""
+    path = posixpath.join(data_dir, schema.ITEM2ATTRIBUTES_FILE)
+    with tf.io.gfile.GFile(path) as f:
+        raw = json.load(f)
+    table: List[List[int]] = [[] for _ in range(num_items + 2)]
+    for key, attributes in raw.items():
+        item = int(key)
+        if not 1 <= item <= num_items:
+            raise DataError(f"{path}: item id {key} outside 1..{num_items}.")
+        bad = [a for a in attributes if not 1 <= a <= num_attributes]
+        if bad:
+            raise DataError(f"{path}: item {key} has attribute ids {bad} outside 1..{num_attributes}.")
+        table[item] = sorted(set(attributes))
+    return table
+
+
+def item_popularity(data_dir: str, num_items: int) -> np.ndarray:
+    """Interaction counts of item ids 0..num_items + 1 in the training parts (train split)."""
+    counts = np.zeros(num_items + 2, np.int64)
+    for batch in _parsed(data_dir, schema.split_prefix("train"), schema.TRAIN_FEATURES).batch(4096):
+        np.add.at(counts, batch[schema.HISTORY].flat_values.numpy(), 1)
+    return counts
+
+
+def _files(data_dir: str, prefix: str) -> List[str]:
+    pattern = schema.shard_glob(data_dir, prefix)
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise DataError(f"No TFRecord shards match {pattern}.")
+    return files
+
+
+def _parsed(data_dir: str, prefix: str, features: dict) -> tf.data.Dataset:
+    """Parsed examples in file order, one dict of tensors per example."""
+    files = _files(data_dir, prefix)
+    # Files in a fixed order, records in file order: the same epoch for the same seed.
+    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=None)
+    # Parsing batches of records is several times faster than one at a time.
+    return dataset.batch(1024).map(
+        lambda records: tf.io.parse_example(records, features), num_parallel_calls=AUTOTUNE
+    ).unbatch()
+
+
+def left_pad(sequences: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """Right-padded [B, W] -> left-padded [B, W] (each row's items moved to the right end)."""
+    return tf.reverse(tf.reverse_sequence(sequences, lengths, seq_axis=1, batch_axis=0), axis=[1])
+
+
+def _bucket_boundaries(max_len: int) -> List[int]:
+    # Finer buckets for short sequences, where most examples are.
+    bounds = [b for b in (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40) if b < max_len + 1]
+    return bounds + [max_len + 1]
+
+
+def _bucketed(
+    dataset: tf.data.Dataset,
+    length_of,
+    batch_size: int,
+    max_len: int,
+    padded_shapes,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Batches examples of similar length, each batch padded (on the right) to its longest."""
+    boundaries = _bucket_boundaries(max_len)
+    return dataset.bucket_by_sequence_length(
+        element_length_func=length_of,
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padded_shapes=padded_shapes,
+        drop_remainder=drop_remainder,
+    )
+
+
+def _options(deterministic: bool = True) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    # Sharding by data is correct whatever the number of files per worker.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretraining
+# ---------------------------------------------------------------------------------------------
+
+
+class PretrainData:
+    """The pretraining examples: duplicate k (its own masks) is read in epoch k mod dupe_factor.
+
+    Each duplicate's parsed examples are cached in memory after their first full pass, so later
+    epochs only shuffle and batch.
+    """
+
+    def __init__(self, data_dir: str, metadata: dict, batch_size: int, max_seq_length: int, seed: int):
+        self.data_dir = data_dir
+        self.dupe_factor = int(metadata["dupe_factor"])
+        self.num_examples = int(metadata["num_pretrain_examples"])
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.seed = seed
+        if max_seq_length < int(metadata["max_seq_length"]):
+            raise DataError(
+                f"model.max_seq_length = {max_seq_length} is shorter than the pretraining "
+                f"examples of {data_dir} (max_seq_length {metadata['max_seq_length']})."
+            )
+        self._cached: Dict[int, tf.data.Dataset] = {}
+
+    def duplicate(self, epoch: int) -> int:
+        return epoch % self.dupe_factor
+
+    def _examples(self, duplicate: int) -> tf.data.Dataset:
+        if duplicate not in self._cached:
+            features = {name: schema.PRETRAIN_FEATURES[name] for name in schema.PRETRAIN_SEQUENCES}
+            dataset = _parsed(self.data_dir, schema.pretrain_prefix(duplicate), features)
+            # int32 halves the cache; ids are far below 2**31.
+            dataset = dataset.map(lambda x: {k: tf.cast(v, tf.int32) for k, v in x.items()})
+            self._cached[duplicate] = dataset.cache()
+        return self._cached[duplicate]
+
+    def dataset(self, epoch: int, shuffle: bool = True) -> tf.data.Dataset:
+        """One epoch: dict of the six sequences, each [B, W] int32, left-padded."""
+        dataset = self._examples(self.duplicate(epoch))
+        if shuffle:
+            dataset = dataset.shuffle(
+                min(self.num_examples, 50_000), seed=self.seed + epoch, reshuffle_each_iteration=False
+            )
+        dataset = _bucketed(
+            dataset,
+            lambda x: tf.shape(x[schema.POS_ITEMS])[0],
+            self.batch_size,
+            self.max_seq_length,
+            padded_shapes={name: [None] for name in schema.PRETRAIN_SEQUENCES},
+        )
+
+        def to_left_padded(batch):
+            lengths = tf.reduce_sum(tf.cast(batch[schema.POS_ITEMS] > 0, tf.int32), axis=1)
+            return {name: left_pad(value, lengths) for name, value in batch.items()}
+
+        dataset = dataset.map(to_left_padded, num_parallel_calls=AUTOTUNE)
+        return dataset.prefetch(AUTOTUNE).with_options(_options())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_negatives(
+    positives: tf.Tensor, exclude: tf.Tensor, num_items: int, k: int, seed: tf.Tensor
+) -> tf.Tensor:
+    """k uniform negatives in 1..num_items per position of `positives`, none in `exclude`.
+
+    positives: [L] (only its length is used); exclude: [E] item ids; seed: [2] stateless seed.
+    Returns [L, k] int64. Rejection sampling until no draw hits `exclude`: exact, and cheap
+    because a user's items are a tiny part of the catalogue.
+    """
+    excluded = tf.sort(tf.unique(tf.cast(exclude, tf.int64))[0])
+    shape = tf.stack([tf.size(positives), k])
+
+    def draw(round_seed):
+        return tf.random.stateless_uniform(
+            shape, round_seed, minval=1, maxval=num_items + 1, dtype=tf.int64
+        )
+
+    def hits(samples):
+        flat = tf.reshape(samples, [-1])
+        where = tf.searchsorted(excluded, flat)
+        found = tf.gather(excluded, tf.minimum(where, tf.size(excluded) - 1)) == flat
+        return tf.reshape(found & (tf.size(excluded) > 0), shape)
+
+    def body(i, samples):
+        fresh = draw(tf.random.experimental.stateless_fold_in(seed, i))
+        return i + 1, tf.where(hits(samples), fresh, samples)
+
+    _, samples = tf.while_loop(
+        lambda i, samples: tf.reduce_any(hits(samples)), body, (tf.constant(1, tf.int32), draw(seed))
+    )
+    return samples
+
+
+def finetune_train_dataset(
+    data_dir: str,
+    num_items: int,
+    batch_size: int,
+    max_seq_length: int,
+    num_negatives: int,
+    seed: int,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
+    """Next-item training, as the reference: input = training part[:-1], target = training part[1:].
+
+    Negatives are resampled every epoch (tf.data.Dataset.random re-randomizes each iteration) and
+    never hit any item of the user (history or held-out targets).
+    """
+    examples = _parsed(data_dir, schema.split_prefix("train"), schema.TRAIN_FEATURES)
+    examples = examples.filter(lambda x: tf.size(x[schema.HISTORY]) >= 2).cache()
+    if shuffle:
+        examples = examples.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def make(x, pair):
+        history = x[schema.HISTORY][-(max_seq_length + 1) :]
+        inputs, targets = history[:-1], history[1:]
+        negatives = sample_negatives(
+            targets,
+            tf.concat([x[schema.HISTORY], x[schema.HELDOUT]], 0),
+            num_items,
+            num_negatives,
+            pair,
+        )
+        return {INPUT_IDS: inputs, TARGET_IDS: targets, NEGATIVE_IDS: negatives}
+
+    dataset = tf.data.Dataset.zip((examples, seeds)).map(make, num_parallel_calls=AUTOTUNE)
+    dataset = _bucketed(
+        dataset,
+        lambda x: tf.shape(x[INPUT_IDS])[0],
+        batch_size,
+        max_seq_length,
+        padded_shapes={INPUT_IDS: [None], TARGET_IDS: [None], NEGATIVE_IDS: [None, num_negatives]},
+    )
+
+    def to_left_padded(batch):
+        lengths = tf.reduce_sum(tf.cast(batch[INPUT_IDS] > 0, tf.int32), axis=1)
+        return {name: left_pad(value, lengths) for name, value in batch.items()}
+
+    return dataset.map(to_left_padded, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(
+        _options()
+    )
+
+
+def eval_dataset(data_dir: str, split: str, batch_size: int, max_seq_length: int) -> tf.data.Dataset:
+    """Valid or test users in a fixed order.
+
+    Each batch: user [B], input_ids [B, W] (the last max_seq_length history items, left-padded), target [B],
+    negatives [B, 99] (sampled protocol) and history [B, H] (every input item, right-padded with 0,
+    for the full-ranking protocol's optional history exclusion).
+    """
+    if split not in ("valid", "test"):
+        raise ValueError(f"eval_dataset reads 'valid' or 'test', not {split!r}.")
+    examples = _parsed(data_dir, schema.split_prefix(split), schema.EVAL_FEATURES)
+
+    def make(x):
+        return {
+            schema.USER: x[schema.USER],
+            INPUT_IDS: x[schema.HISTORY][-max_seq_length:],
+            TARGET: x[schema.TARGET],
+            NEGATIVES: x[schema.NEGATIVES],
+            HISTORY: x[schema.HISTORY],
+        }
+
+    dataset = examples.map(make, num_parallel_calls=AUTOTUNE).padded_batch(
+        batch_size,
+        padded_shapes={
+            schema.USER: [],
+            INPUT_IDS: [None],
+            TARGET: [],
+            NEGATIVES: [None],
+            HISTORY: [None],
+        },
+    )
+
+    def to_left_padded(batch):
+        lengths = tf.reduce_sum(tf.cast(batch[INPUT_IDS] > 0, tf.int32), axis=1)
+        return {**batch, INPUT_IDS: left_pad(batch[INPUT_IDS], lengths)}
+
+    return (
+        dataset.map(to_left_padded, num_parallel_calls=AUTOTUNE)
+        .cache()
+        .prefetch(AUTOTUNE)
+        .with_options(_options())
+    )
+
+
+def dataset_sizes(data_dir: str) -> Dict[str, int]:
+    """Number of users in each split (for logging and steps bookkeeping)."""
+    return {
+        split: int(
+            _parsed(data_dir, schema.split_prefix(split), schema.split_features(split))
+            .reduce(0, lambda n, _: n + 1)
+            .numpy()
+        )
+        for split in schema.SPLITS
+    }
+
+
+def check_files(data_dir: str, splits: Sequence[str] = schema.SPLITS, dupe_factor: Optional[int] = None):
+    """Fails before any work if a shard set the run needs is missing."""
+    for split in splits:
+        _files(data_dir, schema.split_prefix(split))
+    for duplicate in range(dupe_factor or 0):
+        _files(data_dir, schema.pretrain_prefix(duplicate))

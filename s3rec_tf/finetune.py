@@ -1,0 +1,171 @@
+"""Fine-tuning: the encoder in causal mode as a next-item recommender.
+
+`S3RecRecommender` scores every item by the dot product of the last position's encoding with the
+item embedding table (shared with the input embeddings, as the reference). Training losses, all
+computed from logits:
+
+  * bce  (the reference): one sampled negative per position,
+         softplus(-s_pos) + softplus(s_neg), averaged over target positions;
+  * gbce (gSASRec, Petrov & Macdonald 2023): k negatives, the positive term raised to the power
+         beta = alpha * (t * (1 - 1/alpha) + 1/alpha), alpha = k / (N - 1), which calibrates the
+         overconfidence that negative sampling causes;
+  * ce   full-softmax cross-entropy over items 1..N (padding and mask id excluded).
+
+Each loss is a sum over target positions divided by the number of target positions in the
+GLOBAL batch (all replicas), so the gradient is the same whatever the number of replicas.
+`test_step` updates the ranking metrics of `s3rec_tf.metrics` under both protocols.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from s3rec_tf import data as data_lib
+from s3rec_tf import metrics as metrics_lib
+
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+
+
+def global_sum(value: tf.Tensor) -> tf.Tensor:
+    """Sum of `value` over the replicas of the current strategy (itself outside a strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+class S3RecRecommender(tf.keras.Model):
+    """Next-item recommender on a (pretrained) encoder.
+
+    Args:
+      encoder: a `keras_models.S3RecEncoder`; called with causal=True.
+      loss: "bce" | "gbce" | "ce".
+      gbce_t: gBCE calibration parameter t in [0, 1] (1 = fully calibrated).
+      exclude_history: full-ranking protocol leaves out the user's history items when True.
+
+    Batches (see `s3rec_tf.data`): training {input_ids [B, W], target_ids [B, W],
+    negative_ids [B, W, k]}; evaluation {input_ids [B, W], target [B], negatives [B, 99],
+    history [B, H]}.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        loss: str = "bce",
+        gbce_t: float = 0.75,
+        exclude_history: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if loss not in ("bce", "gbce", "ce"):
+            raise ValueError(f"loss must be 'bce', 'gbce' or 'ce', not {loss!r}.")
+        self.encoder = encoder
+        self.loss_name = loss
+        self.gbce_t = gbce_t
+        self.exclude_history = exclude_history
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        self.ranking_metrics = metrics_lib.ranking_metrics("sampled") + metrics_lib.ranking_metrics(
+            "full"
+        )
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + self.ranking_metrics
+
+    @property
+    def num_items(self) -> int:
+        return self.encoder.num_items
+
+    def call(self, input_ids, training=None):
+        """User representations: the last position's causal encoding, [batch, hidden]."""
+        return self.encoder(input_ids, causal=True, training=training)[:, -1, :]
+
+    def score_all(self, input_ids, training=None):
+        """Next-item scores over every id 0..num_items + 1, [batch, num_items + 2]."""
+        user = self(input_ids, training=training)
+        return tf.matmul(user, self.encoder.item_embeddings, transpose_b=True)
+
+    # ------------------------------------------------------------------------------- training
+
+    def compute_loss_terms(self, batch, training=True):
+        """Sum of the per-position losses and the number of target positions (this replica)."""
+        inputs, targets = batch[data_lib.INPUT_IDS], batch[data_lib.TARGET_IDS]
+        states = self.encoder(inputs, causal=True, training=training)  # [B, W, d]
+        is_target = targets > 0
+        table = self.encoder.item_embeddings
+        # Every position is computed and padding is masked out afterwards: fixed shapes keep the
+        # step XLA-compilable, and bucketing keeps the padding small.
+        if self.loss_name == "ce":
+            logits = tf.einsum("bwd,nd->bwn", states, table)  # [B, W, N + 2]
+            # Padding 0 and the mask id N + 1 are no answers.
+            ids = tf.range(tf.shape(table)[0])
+            valid = (ids > 0) & (ids <= self.num_items)
+            logits = tf.where(valid, logits, tf.cast(-1e9, logits.dtype))
+            per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(targets, tf.int32), logits=logits
+            )
+        else:
+            negatives = batch[data_lib.NEGATIVE_IDS]  # [B, W, k]
+            pos_logits = tf.reduce_sum(states * tf.gather(table, targets), -1)  # [B, W]
+            neg_logits = tf.einsum("bwd,bwkd->bwk", states, tf.gather(table, negatives))
+            pos_term = tf.nn.softplus(-pos_logits)  # -log sigmoid(s+)
+            if self.loss_name == "gbce":
+                k = tf.cast(tf.shape(negatives)[-1], pos_logits.dtype)
+                alpha = k / tf.cast(self.num_items - 1, pos_logits.dtype)
+                beta = alpha * (self.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+                pos_term = beta * pos_term
+            per_position = pos_term + tf.reduce_sum(tf.nn.softplus(neg_logits), -1)
+        per_position = tf.where(is_target, per_position, tf.zeros_like(per_position))
+        count = tf.reduce_sum(tf.cast(is_target, per_position.dtype))
+        return tf.reduce_sum(per_position), count
+
+    def train_step(self, batch):
+        with tf.GradientTape() as tape:
+            loss_sum, count = self.compute_loss_terms(batch, training=True)
+            # The mean over the target positions of the global batch.
+            loss = loss_sum / tf.maximum(global_sum(count), 1.0)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        # Mean over all positions seen, weighted by this replica's count.
+        self.loss_tracker.update_state(loss_sum / tf.maximum(count, 1.0), sample_weight=count)
+        return {"loss": self.loss_tracker.result()}
+
+    # ----------------------------------------------------------------------------- evaluation
+
+    def test_step(self, batch):
+        scores = self.score_all(batch[data_lib.INPUT_IDS], training=False)  # [B, N + 2]
+        targets = tf.cast(batch[data_lib.TARGET], tf.int32)
+        target_scores = tf.gather(scores, targets, batch_dims=1)
+        negative_scores = tf.gather(scores, tf.cast(batch[data_lib.NEGATIVES], tf.int32), batch_dims=1)
+        sampled = metrics_lib.sampled_ranks(target_scores, negative_scores)
+        full = metrics_lib.full_ranking_ranks(
+            scores,
+            targets,
+            history=tf.cast(batch[data_lib.HISTORY], tf.int32),
+            exclude_history=self.exclude_history,
+        )
+        for metric in self.ranking_metrics:
+            metric.update_state(sampled if metric.name.startswith("sampled") else full)
+        return {m.name: m.result() for m in self.ranking_metrics}
+
+    def get_config(self):
+        return {
+            "loss": self.loss_name,
+            "gbce_t": self.gbce_t,
+            "exclude_history": self.exclude_history,
+        }
+
+
+def build_recommender(config, encoder) -> S3RecRecommender:
+    """The recommender of a Config (loss and protocol switches from config.finetune)."""
+    f = config.finetune
+    return S3RecRecommender(
+        encoder, loss=f.loss, gbce_t=f.gbce_t, exclude_history=f.exclude_history, name="s3rec"
+    )
+
+
+def evaluate(model: S3RecRecommender, dataset, prefix: Optional[str] = None) -> dict:
+    """Runs model.evaluate and returns the metrics as Python floats."""
+    results = model.evaluate(dataset, return_dict=True, verbose=0)
+    results = {k: float(v) for k, v in results.items() if k != "loss"}
+    return {f"{prefix}{k}" if prefix else k: v for k, v in results.items()}

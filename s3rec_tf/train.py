@@ -1,0 +1,359 @@
+"""`python -m s3rec_tf.train`: pretraining (AAP, MIP, MAP, SP), fine-tuning, evaluation.
+
+    python -m s3rec_tf.train --rank 16                       # on the bundled sample
+    python -m s3rec_tf.train --data DIR --output runs/beauty --rank 16 --config sample
+
+The run directory (--output) holds the resolved config (config.json), a copy of the data's
+metadata (data_metadata.json), per-phase checkpoints and TensorBoard logs, the final encoder
+(final/encoder, a tf.train.Checkpoint(encoder=...)) and results.json. Rerunning the same command
+after a kill continues from the last finished epoch of whichever phase was running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import List, Optional
+
+from s3rec_tf import callbacks as callbacks_lib
+from s3rec_tf import config as config_lib
+from s3rec_tf import data as data_lib
+from s3rec_tf import finetune as finetune_lib
+from s3rec_tf import pretrain as pretrain_lib
+from s3rec_tf import reference as reference_lib
+from s3rec_tf import schema
+
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+
+logger = logging.getLogger("s3rec_tf.train")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_RAW_DIR = os.path.join(REPO, "beam_pipelines", "sample_data")
+FINAL_ENCODER = "final/encoder"
+PRETRAINED_ENCODER = "pretrain/encoder"
+
+
+# ------------------------------------------------------------------------------------ the CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m s3rec_tf.train",
+        description="S3-Rec: self-supervised pretraining, fine-tuning and evaluation.",
+    )
+    p.add_argument("--config", help="YAML preset: a path or a name in configs/ (e.g. sample)")
+    p.add_argument("--data", help="output dir of beam_pipelines.preprocess (default: bundled sample)")
+    p.add_argument("--output", help="run directory (default: runs/default)")
+    p.add_argument("--rank", help="AAP/MAP rank: an integer in 1..hidden, or 'full'")
+    p.add_argument("--map_rank", help="MAP rank if different from --rank: integer or 'full'")
+    p.add_argument("--pretrain_epochs", type=int)
+    p.add_argument("--finetune_epochs", type=int)
+    p.add_argument("--pretrain_batch_size", type=int)
+    p.add_argument("--finetune_batch_size", type=int)
+    p.add_argument("--no_pretrain", action="store_true", help="fine-tune from scratch (SASRec)")
+    p.add_argument("--init_from", help="encoder to fine-tune: a checkpoint prefix or the reference .npz")
+    p.add_argument("--loss", choices=["bce", "ce", "gbce"], help="fine-tuning loss")
+    p.add_argument("--num_negatives", type=int, help="negatives per position (bce/gbce)")
+    p.add_argument("--hidden_size", type=int)
+    p.add_argument("--num_heads", type=int)
+    p.add_argument("--num_layers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi_worker"])
+    p.add_argument("--jit_compile", action="store_true", help="XLA-compile the train steps")
+    p.add_argument("--export", metavar="DIR", help="export a SavedModel here at the end")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras fit verbosity")
+    return p
+
+
+def _rank(value: Optional[str], flag: str):
+    if value is None or value == "full":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise config_lib.ConfigError(f"{flag} must be an integer or 'full', not {value!r}.") from None
+
+
+def resolve_config(args: argparse.Namespace) -> config_lib.Config:
+    """Preset, then command-line overrides; validated."""
+    config = config_lib.load(args.config)
+    overrides = {
+        "data.data_dir": args.data,
+        "output_dir": args.output,
+        "pretrain.epochs": args.pretrain_epochs,
+        "finetune.epochs": args.finetune_epochs,
+        "pretrain.batch_size": args.pretrain_batch_size,
+        "finetune.batch_size": args.finetune_batch_size,
+        "finetune.loss": args.loss,
+        "finetune.num_negatives": args.num_negatives,
+        "model.hidden_size": args.hidden_size,
+        "model.num_heads": args.num_heads,
+        "model.num_layers": args.num_layers,
+        "seed": args.seed,
+        "strategy": args.strategy,
+        "init_from": args.init_from,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.rank is not None:
+        overrides["model.aap_rank"] = _rank(args.rank, "--rank")
+    if args.map_rank is not None:
+        overrides["model.map_rank"] = _rank(args.map_rank, "--map_rank")
+    if args.no_pretrain:
+        overrides["no_pretrain"] = True
+    if args.jit_compile:
+        overrides["jit_compile"] = True
+    return config.replace(**overrides).validate()
+
+
+def sample_data_dir() -> str:
+    """The bundled sample, preprocessed once into a cache directory."""
+    cache = os.environ.get(
+        "S3REC_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "s3rec_tf")
+    )
+    out = os.path.join(cache, f"sample-v{schema.FORMAT_VERSION}")
+    if not os.path.exists(os.path.join(out, schema.METADATA_FILE)):
+        from beam_pipelines import preprocess
+
+        logger.info("Preprocessing the bundled sample into %s (once).", out)
+        preprocess.run(
+            [
+                "--reviews",
+                os.path.join(SAMPLE_RAW_DIR, "reviews_Sample_5.json.gz"),
+                "--metadata",
+                os.path.join(SAMPLE_RAW_DIR, "meta_Sample.json.gz"),
+                "--output",
+                out,
+                "--dupe_factor",
+                "2",
+            ]
+        )
+    return out
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+# ------------------------------------------------------------------------------------- phases
+
+
+def _tensorboard(run_dir: str, phase: str) -> tf.keras.callbacks.Callback:
+    return tf.keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", phase), update_freq="epoch")
+
+
+def _write_json(path: str, value) -> None:
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
+    """Pretraining; returns its summary. Epoch k reads masking duplicate k mod dupe_factor."""
+    c = config.pretrain
+    data = data_lib.PretrainData(
+        config.data.data_dir, metadata, c.batch_size, config.model.max_seq_length, config.seed
+    )
+    item_attributes = data_lib.load_item_attributes(
+        config.data.data_dir, metadata["num_items"], metadata["num_attributes"]
+    )
+    with strategy.scope():
+        model = pretrain_lib.S3RecPretrainer.from_config(
+            config, metadata["num_items"], metadata["num_attributes"], item_attributes
+        )
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(c.learning_rate), jit_compile=config.jit_compile
+        )
+        state = callbacks_lib.ResumableTraining(
+            os.path.join(run_dir, "pretrain", "checkpoints"), strategy, stop_after_epoch=True
+        )
+        done = state.attach(model)
+    callbacks = [tf.keras.callbacks.TerminateOnNaN(), state, _tensorboard(run_dir, "pretrain")]
+    start = time.time()
+    history = {}
+    for epoch in range(done, c.epochs):
+        result = model.fit(
+            data.dataset(epoch),
+            initial_epoch=epoch,
+            epochs=c.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        logs = {k: float(v[-1]) for k, v in result.history.items()}
+        if not all(map(lambda v: v == v and abs(v) != float("inf"), logs.values())):
+            raise FloatingPointError(f"Pretraining diverged in epoch {epoch + 1}: {logs}.")
+        history = logs
+    tf.train.Checkpoint(encoder=model.encoder).write(
+        callbacks_lib.worker_directory(os.path.join(run_dir, PRETRAINED_ENCODER), strategy)
+    )
+    return {
+        "epochs": c.epochs,
+        "resumed_at_epoch": done,
+        "seconds": time.time() - start,
+        "last_epoch": history,
+        "parameters": model.parameter_counts(),
+    }
+
+
+def init_encoder(config, encoder, run_dir) -> str:
+    """Loads the encoder that fine-tuning starts from; returns where it came from."""
+    source = config.init_from
+    if source is None and not config.no_pretrain:
+        source = os.path.join(run_dir, PRETRAINED_ENCODER)
+    if source is None:
+        return "none"
+    if source.endswith(".npz"):
+        reference_lib.load_reference_weights(source, encoder)
+        return "reference"
+    tf.train.Checkpoint(encoder=encoder).read(source).assert_existing_objects_matched().expect_partial()
+    return "pretrained"
+
+
+def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
+    c = config.finetune
+    data_dir = config.data.data_dir
+    train_ds = data_lib.finetune_train_dataset(
+        data_dir,
+        metadata["num_items"],
+        c.batch_size,
+        config.model.max_seq_length,
+        c.num_negatives,
+        config.seed,
+    )
+    valid_ds = data_lib.eval_dataset(data_dir, "valid", c.batch_size, config.model.max_seq_length)
+    test_ds = data_lib.eval_dataset(data_dir, "test", c.batch_size, config.model.max_seq_length)
+    with strategy.scope():
+        encoder = pretrain_lib.build_encoder(config, metadata["num_items"])
+        model = finetune_lib.build_recommender(config, encoder)
+        model(tf.zeros([1, 1], tf.int32))  # creates the weights before they are loaded
+        init = init_encoder(config, encoder, run_dir)
+        model.compile(optimizer=tf.keras.optimizers.Adam(c.learning_rate), jit_compile=config.jit_compile)
+        state = callbacks_lib.ResumableTraining(
+            os.path.join(run_dir, "finetune", "checkpoints"),
+            strategy,
+            monitor=f"val_{c.monitor}",
+            patience=c.patience,
+        )
+        done = state.attach(model)
+    start = time.time()
+    if done < c.epochs and not state.finished:
+        model.fit(
+            train_ds,
+            validation_data=valid_ds,
+            initial_epoch=done,
+            epochs=c.epochs,
+            callbacks=[tf.keras.callbacks.TerminateOnNaN(), state, _tensorboard(run_dir, "finetune")],
+            verbose=verbose,
+        )
+    train_seconds = time.time() - start
+    state.restore_best()
+    valid = finetune_lib.evaluate(model, valid_ds)
+    test = finetune_lib.evaluate(model, test_ds)
+    tf.train.Checkpoint(encoder=encoder).write(
+        callbacks_lib.worker_directory(os.path.join(run_dir, FINAL_ENCODER), strategy)
+    )
+    return {
+        "init": init,
+        "epochs_run": int(state.epoch),
+        "best_epoch": int(state.best_epoch) + 1,
+        "stopped_early": state.finished,
+        "seconds": train_seconds,
+        "valid": _by_protocol(valid),
+        "test": _by_protocol(test),
+        "parameters": int(sum(v.shape.num_elements() for v in model.trainable_variables)),
+    }
+
+
+def _by_protocol(metrics: dict) -> dict:
+    """{"sampled_hr@10": x, ...} -> {"sampled": {"hr@10": x}, "full": {...}}."""
+    grouped: dict = {"sampled": {}, "full": {}}
+    for name, value in metrics.items():
+        protocol, _, metric = name.partition("_")
+        grouped.setdefault(protocol, {})[metric] = value
+    return grouped
+
+
+def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: int = 1) -> dict:
+    """Runs every phase for a validated config; returns (and writes) results.json."""
+    if config.data.data_dir is None:
+        config = config.replace(**{"data.data_dir": sample_data_dir()})
+    data_dir = config.data.data_dir
+    metadata = data_lib.read_metadata(data_dir)  # fails before any work on bad data
+    if metadata["max_seq_length"] > config.model.max_seq_length:
+        raise config_lib.ConfigError(
+            f"model.max_seq_length = {config.model.max_seq_length} but {data_dir} was built with "
+            f"max_seq_length {metadata['max_seq_length']}."
+        )
+    pretraining = not config.no_pretrain and config.init_from is None and config.pretrain.epochs > 0
+    data_lib.check_files(data_dir, dupe_factor=metadata["dupe_factor"] if pretraining else 0)
+    if config.init_from and not config.init_from.endswith(".npz"):
+        if not tf.io.gfile.glob(config.init_from + "*"):
+            raise FileNotFoundError(f"--init_from {config.init_from!r}: no such checkpoint.")
+    elif config.init_from and not tf.io.gfile.exists(config.init_from):
+        raise FileNotFoundError(f"--init_from {config.init_from!r}: no such file.")
+
+    strategy = make_strategy(config.strategy)
+    tf.keras.utils.set_random_seed(config.seed)
+    run_dir = config.output_dir
+    tf.io.gfile.makedirs(run_dir)
+    config_lib.save(config, os.path.join(run_dir, "config.json"))
+    _write_json(os.path.join(run_dir, "data_metadata.json"), metadata)
+    logger.info(
+        "Data %s: %d users, %d items, %d attributes; %d replica(s).",
+        data_dir,
+        metadata["num_users"],
+        metadata["num_items"],
+        metadata["num_attributes"],
+        strategy.num_replicas_in_sync,
+    )
+
+    results: dict = {"config": config.to_dict(), "data": metadata}
+    if pretraining:
+        results["pretrain"] = pretrain(config, metadata, strategy, run_dir, verbose)
+    results["finetune"] = finetune(config, metadata, strategy, run_dir, verbose)
+    results["valid"] = results["finetune"].pop("valid")
+    results["test"] = results["finetune"].pop("test")
+    results["parameters"] = pretrain_lib.parameter_counts(config, metadata)
+    results["wall_seconds"] = {
+        "pretrain": results.get("pretrain", {}).get("seconds", 0.0),
+        "finetune": results["finetune"]["seconds"],
+    }
+    if callbacks_lib.is_chief(strategy):
+        _write_json(os.path.join(run_dir, "results.json"), results)
+    if export_dir:
+        from export import saved_model
+
+        saved_model.export_run(run_dir, export_dir)
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except config_lib.ConfigError as e:
+        # Bad configuration stops before any work, with the reason.
+        sys.exit(f"error: {e}")
+    results = run(config, export_dir=args.export, verbose=args.verbose)
+    test = results["test"]
+    logger.info(
+        "Test: sampled HR@10 %.4f NDCG@10 %.4f | full HR@10 %.4f NDCG@10 %.4f",
+        test["sampled"].get("hr@10", float("nan")),
+        test["sampled"].get("ndcg@10", float("nan")),
+        test["full"].get("hr@10", float("nan")),
+        test["full"].get("ndcg@10", float("nan")),
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""tf.data readers against the schema contract (tests/dataset_fixture.py writes the data)."""
+
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+
+from s3rec_tf import data as data_lib
+from s3rec_tf import schema
+
+import tensorflow as tf  # noqa: E402
+
+from dataset_fixture import small_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("data"))
+    metadata, sequences = small_dataset(out)
+    return out, metadata, sequences
+
+
+def _rows(dense):
+    """Left-padded rows -> lists without padding, checking that padding is only on the left."""
+    rows = []
+    for row in np.asarray(dense):
+        nonzero = np.flatnonzero(row)
+        if len(nonzero):
+            assert np.all(row[nonzero[0] :] != 0), f"padding inside or right of a row: {row}"
+            rows.append(row[nonzero[0] :].tolist())
+        else:
+            rows.append([])
+    return rows
+
+
+def test_left_pad_matches_numpy():
+    right = np.array([[1, 2, 3, 0, 0], [4, 0, 0, 0, 0], [5, 6, 7, 8, 9]])
+    lengths = (right > 0).sum(1)
+    got = data_lib.left_pad(tf.constant(right), tf.constant(lengths, tf.int32)).numpy()
+    want = np.array([[0, 0, 1, 2, 3], [0, 0, 0, 0, 4], [5, 6, 7, 8, 9]])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_read_metadata_errors(tmp_path, dataset):
+    with pytest.raises(data_lib.DataError, match="metadata.json not found"):
+        data_lib.read_metadata(str(tmp_path))
+    meta = json.load(open(os.path.join(dataset[0], schema.METADATA_FILE)))
+    meta["format_version"] = 999
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(data_lib.DataError, match="format version 999"):
+        data_lib.read_metadata(str(tmp_path))
+    del meta["num_items"]
+    (tmp_path / schema.METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(data_lib.DataError, match="missing key"):
+        data_lib.read_metadata(str(tmp_path))
+
+
+def test_pretrain_epoch_reads_every_example_once_left_padded(dataset):
+    out, metadata, _ = dataset
+    data = data_lib.PretrainData(out, metadata, batch_size=16, max_seq_length=10, seed=1)
+    seen = collections.Counter()
+    for batch in data.dataset(epoch=0):
+        widths = {v.shape[1] for v in batch.values()}
+        assert len(widths) == 1 and widths.pop() <= 10
+        assert batch[schema.POS_ITEMS].shape[0] <= 16
+        rows = {name: _rows(value) for name, value in batch.items()}
+        for i, pos in enumerate(rows[schema.POS_ITEMS]):
+            # All six sequences of an example stay aligned on the same positions.
+            for name in schema.PRETRAIN_SEQUENCES:
+                assert len(rows[name][i]) == len(pos)
+            seen[(tuple(pos), tuple(rows[schema.MASKED_ITEM_SEQUENCE][i]))] += 1
+    assert sum(seen.values()) == metadata["num_pretrain_examples"]
+    # Batches are padded to their own longest sequence, not to max_seq_length.
+    widths = [b[schema.POS_ITEMS].shape[1] for b in data.dataset(epoch=0)]
+    assert min(widths) < 10
+
+
+def test_pretrain_epochs_cycle_through_duplicates(dataset):
+    out, metadata, _ = dataset
+    data = data_lib.PretrainData(out, metadata, batch_size=1000, max_seq_length=10, seed=1)
+
+    def masks(epoch):
+        batches = list(data.dataset(epoch, shuffle=False))
+        return sorted(
+            (tuple(p), tuple(m))
+            for b in batches
+            for p, m in zip(_rows(b[schema.POS_ITEMS]), _rows(b[schema.MASKED_ITEM_SEQUENCE]))
+        )
+
+    assert data.duplicate(0) == 0 and data.duplicate(1) == 1 and data.duplicate(2) == 0
+    assert masks(0) != masks(1)
+    assert masks(0) == masks(2)
+
+
+def test_sample_negatives_never_hits_excluded():
+    exclude = tf.constant(np.arange(1, 19), tf.int64)  # 18 of 20 items excluded
+    got = data_lib.sample_negatives(tf.zeros([50]), exclude, 20, 4, tf.constant([3, 4], tf.int64))
+    got = got.numpy()
+    assert got.shape == (50, 4)
+    assert set(np.unique(got)) <= {19, 20}
+    again = data_lib.sample_negatives(tf.zeros([50]), exclude, 20, 4, tf.constant([3, 4], tf.int64))
+    np.testing.assert_array_equal(got, again.numpy())  # stateless: same seed, same draws
+
+
+def test_finetune_train_batches(dataset):
+    out, metadata, sequences = dataset
+    ds = data_lib.finetune_train_dataset(
+        out, metadata["num_items"], batch_size=8, max_seq_length=10, num_negatives=3, seed=5
+    )
+    users_seen = 0
+    first_epoch_negatives = []
+    for batch in ds:
+        inputs = _rows(batch[data_lib.INPUT_IDS])
+        targets = _rows(batch[data_lib.TARGET_IDS])
+        negatives = batch[data_lib.NEGATIVE_IDS].numpy()
+        for i, (inp, tgt) in enumerate(zip(inputs, targets)):
+            users = [u for u, s in sequences.items() if s[:-2][-(len(inp) + 1) :] == inp + [tgt[-1]]]
+            assert users, f"no user has training part ending in {inp + [tgt[-1]]}"
+            assert inp[1:] == tgt[:-1]  # target = next item
+            w = negatives.shape[1]
+            row = negatives[i, w - len(tgt) :]
+            # Several users may share these items; the negatives avoid all items of one of them.
+            assert any(not (set(row.ravel()) & set(sequences[u])) for u in users)
+            assert row.min() >= 1 and row.max() <= metadata["num_items"]
+            assert np.all(negatives[i, : w - len(tgt)] == 0)  # padding positions
+        first_epoch_negatives.append(negatives.sum())
+        users_seen += len(inputs)
+    assert users_seen == metadata["num_users"]
+    second = [b[data_lib.NEGATIVE_IDS].numpy().sum() for b in ds]
+    assert first_epoch_negatives != second  # resampled every epoch
+
+
+def test_eval_dataset(dataset):
+    out, metadata, sequences = dataset
+    for split, cut in (("valid", -2), ("test", -1)):
+        batches = list(data_lib.eval_dataset(out, split, batch_size=7, max_seq_length=4))
+        total = 0
+        for b in batches:
+            for user, inp, target, hist in zip(
+                b[schema.USER].numpy(),
+                _rows(b[data_lib.INPUT_IDS]),
+                b[data_lib.TARGET].numpy(),
+                b[data_lib.HISTORY].numpy(),
+            ):
+                hist = [h for h in hist if h]
+                assert hist == sequences[user][:cut]
+                assert target == sequences[user][cut]
+                assert inp == hist[-4:]
+            assert b[data_lib.NEGATIVES].shape[1] == metadata["num_negatives"]
+            total += len(b[data_lib.TARGET])
+        assert total == metadata["num_users"]
+
+
+def test_item_attributes_and_popularity(dataset):
+    out, metadata, sequences = dataset
+    table = data_lib.load_item_attributes(out, metadata["num_items"], metadata["num_attributes"])
+    assert len(table) == metadata["num_items"] + 2 and table[0] == [] and table[-1] == []
+    assert table[5] == sorted({6, 8})
+    popularity = data_lib.item_popularity(out, metadata["num_items"])
+    want = np.zeros(metadata["num_items"] + 2, np.int64)
+    for seq in sequences.values():
+        np.add.at(want, seq[:-2], 1)
+    np.testing.assert_array_equal(popularity, want)

@@ -1,0 +1,120 @@
+"""Fine-tuning losses against NumPy, and training that learns on structured data."""
+
+import numpy as np
+import pytest
+
+from keras_models import S3RecEncoder
+from s3rec_tf import data as data_lib
+from s3rec_tf import finetune as finetune_lib
+
+import tensorflow as tf  # noqa: E402
+
+from dataset_fixture import small_dataset  # noqa: E402
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _batch(rng, num_items, batch=4, width=6, k=3):
+    lengths = rng.integers(1, width + 1, size=batch)
+    inputs = np.zeros([batch, width], np.int32)
+    targets = np.zeros([batch, width], np.int32)
+    negatives = np.zeros([batch, width, k], np.int32)
+    for b, n in enumerate(lengths):
+        inputs[b, width - n :] = rng.integers(1, num_items + 1, n)
+        targets[b, width - n :] = rng.integers(1, num_items + 1, n)
+        negatives[b, width - n :] = rng.integers(1, num_items + 1, [n, k])
+    return {
+        data_lib.INPUT_IDS: tf.constant(inputs),
+        data_lib.TARGET_IDS: tf.constant(targets),
+        data_lib.NEGATIVE_IDS: tf.constant(negatives),
+    }
+
+
+def _oracle(loss, states, table, batch, num_items, gbce_t=0.75):
+    targets = batch[data_lib.TARGET_IDS].numpy()
+    negatives = batch[data_lib.NEGATIVE_IDS].numpy()
+    total, count = 0.0, 0
+    for b, w in zip(*np.nonzero(targets)):
+        h = states[b, w]
+        pos = h @ table[targets[b, w]]
+        if loss == "ce":
+            logits = table[1 : num_items + 1] @ h
+            total += np.logaddexp.reduce(logits) - pos
+        else:
+            neg = table[negatives[b, w]] @ h
+            k = len(neg)
+            beta = 1.0
+            if loss == "gbce":
+                alpha = k / (num_items - 1)
+                beta = alpha * (gbce_t * (1 - 1 / alpha) + 1 / alpha)
+            total += beta * _softplus(-pos) + _softplus(neg).sum()
+        count += 1
+    return total / count
+
+
+@pytest.mark.parametrize("loss", ["bce", "gbce", "ce"])
+def test_losses_match_numpy(loss):
+    num_items = 30
+    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, num_heads=2, dropout=0.0, attention_dropout=0.0)
+    model = finetune_lib.S3RecRecommender(encoder, loss=loss)
+    batch = _batch(np.random.default_rng(0), num_items)
+    loss_sum, count = model.compute_loss_terms(batch, training=False)
+    states = encoder(batch[data_lib.INPUT_IDS], causal=True).numpy()
+    want = _oracle(loss, states, encoder.item_embeddings.numpy(), batch, num_items)
+    np.testing.assert_allclose(float(loss_sum / count), want, rtol=1e-5)
+
+
+def test_bce_with_one_negative_is_the_reference_formula():
+    """The reference: -log(sigmoid(s+) + 1e-24) - log(1 - sigmoid(s-) + 1e-24), mean over targets."""
+    num_items = 30
+    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    model = finetune_lib.S3RecRecommender(encoder, loss="bce")
+    batch = _batch(np.random.default_rng(1), num_items, k=1)
+    loss_sum, count = model.compute_loss_terms(batch, training=False)
+    states = encoder(batch[data_lib.INPUT_IDS], causal=True).numpy()
+    table = encoder.item_embeddings.numpy()
+    targets = batch[data_lib.TARGET_IDS].numpy()
+    negatives = batch[data_lib.NEGATIVE_IDS].numpy()[..., 0]
+    pos = np.einsum("bwd,bwd->bw", states, table[targets])
+    neg = np.einsum("bwd,bwd->bw", states, table[negatives])
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    is_target = (targets > 0).astype(np.float64)
+    want = np.sum(-np.log(sig(pos) + 1e-24) * is_target - np.log(1 - sig(neg) + 1e-24) * is_target)
+    want /= is_target.sum()
+    np.testing.assert_allclose(float(loss_sum / count), want, rtol=1e-5)
+
+
+def test_scores_are_last_position_times_item_table():
+    encoder = S3RecEncoder(20, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    model = finetune_lib.S3RecRecommender(encoder)
+    x = tf.constant([[0, 0, 3, 4], [1, 2, 3, 4]])
+    scores = model.score_all(x).numpy()
+    states = encoder(x, causal=True).numpy()[:, -1]
+    np.testing.assert_allclose(scores, states @ encoder.item_embeddings.numpy().T, rtol=1e-5, atol=1e-6)
+    assert scores.shape == (2, 22)
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_training_learns_and_beats_popularity(tmp_path, loss):
+    """On ring-structured sequences the next item is predictable: loss falls, HR@5 is high."""
+    metadata, sequences = small_dataset(str(tmp_path), num_users=120, num_items=40, max_seq_length=10)
+    num_items = metadata["num_items"]
+    tf.keras.utils.set_random_seed(0)
+    encoder = S3RecEncoder(num_items, max_seq_length=10, hidden_size=32, num_heads=2, dropout=0.1, attention_dropout=0.1)
+    model = finetune_lib.S3RecRecommender(encoder, loss=loss)
+    model.compile(optimizer=tf.keras.optimizers.Adam(5e-3))
+    train = data_lib.finetune_train_dataset(str(tmp_path), num_items, 32, 10, 1, seed=0)
+    test = data_lib.eval_dataset(str(tmp_path), "test", 64, 10)
+    history = model.fit(train, epochs=25, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.6 * losses[0], losses
+    results = finetune_lib.evaluate(model, test)
+    # Popularity on the full protocol: top-5 by training counts.
+    counts = np.zeros(num_items + 2)
+    for s in sequences.values():
+        np.add.at(counts, s[:-2], 1)
+    top5 = set(np.argsort(-counts[1 : num_items + 1], kind="stable")[:5] + 1)
+    popularity_hr5 = np.mean([s[-1] in top5 for s in sequences.values()])
+    assert results["full_hr@5"] > popularity_hr5 + 0.3, (results, popularity_hr5)
