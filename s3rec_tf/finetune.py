@@ -136,8 +136,10 @@ class S3RecRecommender(tf.keras.Model):
         scores = self.score_all(batch[data_lib.INPUT_IDS], training=False)  # [B, N + 2]
         targets = tf.cast(batch[data_lib.TARGET], tf.int32)
         target_scores = tf.gather(scores, targets, batch_dims=1)
-        negative_scores = tf.gather(scores, tf.cast(batch[data_lib.NEGATIVES], tf.int32), batch_dims=1)
-        sampled = metrics_lib.sampled_ranks(target_scores, negative_scores)
+        negatives = tf.cast(batch[data_lib.NEGATIVES], tf.int32)
+        negative_scores = tf.gather(scores, negatives, batch_dims=1)
+        # A user with fewer negatives than the batch's widest is padded with 0: not a candidate.
+        sampled = metrics_lib.sampled_ranks(target_scores, negative_scores, negatives > 0)
         full = metrics_lib.full_ranking_ranks(
             scores,
             targets,
@@ -145,7 +147,7 @@ class S3RecRecommender(tf.keras.Model):
             exclude_history=self.exclude_history,
         )
         for metric in self.ranking_metrics:
-            metric.update_state(sampled if metric.name.startswith("sampled") else full)
+            metric.update_state(sampled if metric.protocol == "sampled" else full)
         return {m.name: m.result() for m in self.ranking_metrics}
 
     def get_config(self):

@@ -1,0 +1,155 @@
+"""Quality on the Amazon Beauty benchmark, beside the S3-Rec paper's numbers.
+
+    python benchmarks/beauty_quality.py --data DIR --runs /tmp/s3rec_runs [--rows sasrec,reference]
+
+DIR is the output of `beam_pipelines.preprocess --sequences Beauty.txt --item2attributes
+Beauty_item2attributes.json`. Every row is an ordinary `s3rec_tf.train` run in its own run
+directory, so an interrupted benchmark resumes where it stopped (rerun the same command), and a
+long pretraining can be given in chunks (--pretrain_epochs grows the budget; the run continues
+from its last checkpoint). Rows are merged into reports/beauty_quality.json (one row per name) and
+reports/beauty_quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from s3rec_tf import config as config_lib  # noqa: E402
+from s3rec_tf import train  # noqa: E402
+
+REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
+
+PAPER = {
+    "SASRec (paper)": {"sampled": {"hr@10": 0.4696, "ndcg@10": 0.3156}},
+    "S3-Rec (paper)": {
+        "sampled": {"hr@10": 0.5506, "ndcg@10": 0.3732},
+        "full": {"hr@10": 0.0647, "ndcg@10": 0.0327},
+    },
+}
+
+# name -> (init, rank, loss, uses our pretraining)
+ROWS = {
+    "sasrec": ("none", None, "bce"),
+    "s3rec_full": ("pretrained", None, "bce"),
+    "s3rec_r16": ("pretrained", 16, "bce"),
+    "s3rec_r16_ce": ("pretrained", 16, "ce"),
+    "reference": ("reference", None, "bce"),
+}
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def run_row(name, args) -> dict:
+    init, rank, loss = ROWS[name]
+    config = config_lib.load(args.config).replace(
+        **{
+            "data.data_dir": args.data,
+            "output_dir": os.path.join(args.runs, name),
+            "model.aap_rank": rank,
+            "finetune.loss": loss,
+            "finetune.epochs": args.finetune_epochs,
+            "pretrain.epochs": args.pretrain_epochs,
+            "no_pretrain": init == "none",
+            "init_from": args.reference if init == "reference" else None,
+            "seed": args.seed,
+        }
+    ).validate()
+    start = time.time()
+    results = train.run(config, verbose=args.verbose)
+    finetune = results["finetune"]
+    return {
+        "name": name,
+        "init": init,
+        "rank": "full" if rank is None else rank,
+        "loss": loss,
+        "pretrain_epochs": config.pretrain.epochs if init == "pretrained" else (150 if init == "reference" else 0),
+        "pretrain_budget": (
+            "the authors' released checkpoint (150 epochs of their pretraining)"
+            if init == "reference"
+            else None
+        ),
+        "finetune_epochs": finetune["epochs_run"],
+        "best_epoch": finetune["best_epoch"],
+        "wall_seconds": {
+            "pretrain": results["wall_seconds"]["pretrain"],
+            "finetune": results["wall_seconds"]["finetune"],
+            "total_this_invocation": time.time() - start,
+        },
+        "parameters": results["parameters"],
+        "machine": machine(),
+        "valid": results["valid"],
+        "test": results["test"],
+    }
+
+
+def markdown(rows) -> str:
+    lines = [
+        "# Amazon Beauty: test metrics",
+        "",
+        "Sampled = target vs the user's 99 sampled negatives (the paper's table); full = vs all "
+        "12,101 items, history items excluded. Ties count against the target.",
+        "",
+        "| model | init | rank | loss | pretrain epochs | sampled HR@10 | sampled NDCG@10 | full HR@10 | full NDCG@10 | finetune epochs | wall s (pretrain / finetune) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, paper in PAPER.items():
+        s, f = paper.get("sampled", {}), paper.get("full", {})
+        fmt = lambda d, k: f"{d[k]:.4f}" if k in d else "–"  # noqa: E731
+        lines.append(
+            f"| {name} | | | | 150 | {fmt(s, 'hr@10')} | {fmt(s, 'ndcg@10')} | {fmt(f, 'hr@10')} | {fmt(f, 'ndcg@10')} | | |"
+        )
+    for r in rows:
+        s, f = r["test"]["sampled"], r["test"]["full"]
+        lines.append(
+            f"| {r['name']} | {r['init']} | {r['rank']} | {r['loss']} | {r['pretrain_epochs']} | "
+            f"{s['hr@10']:.4f} | {s['ndcg@10']:.4f} | {f['hr@10']:.4f} | {f['ndcg@10']:.4f} | "
+            f"{r['finetune_epochs']} (best {r['best_epoch']}) | "
+            f"{r['wall_seconds']['pretrain']:.0f} / {r['wall_seconds']['finetune']:.0f} |"
+        )
+    lines += ["", f"Machine: {rows[0]['machine'] if rows else machine()}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="beam_pipelines.preprocess output for Beauty")
+    p.add_argument("--runs", required=True, help="where the run directories go (outside the repo)")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
+    p.add_argument("--reference", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "reference", "s3rec_reference_beauty.npz"))
+    p.add_argument("--config", default=None)
+    p.add_argument("--pretrain_epochs", type=int, default=150)
+    p.add_argument("--finetune_epochs", type=int, default=200)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--verbose", type=int, default=2)
+    p.add_argument("--report", default=os.path.join(REPORTS, "beauty_quality.json"))
+    args = p.parse_args(argv)
+    unknown = set(args.rows.split(",")) - set(ROWS)
+    if unknown:
+        p.error(f"unknown rows {sorted(unknown)}; known: {list(ROWS)}")
+
+    existing = {}
+    if os.path.exists(args.report):
+        existing = {r["name"]: r for r in json.load(open(args.report))["rows"]}
+    for name in args.rows.split(","):
+        existing[name] = run_row(name, args)
+        rows = [existing[n] for n in ROWS if n in existing]
+        os.makedirs(os.path.dirname(args.report), exist_ok=True)
+        with open(args.report, "w") as f:
+            json.dump({"paper": PAPER, "rows": rows}, f, indent=2)
+        with open(os.path.splitext(args.report)[0] + ".md", "w") as f:
+            f.write(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""Ranking metrics for next-item recommendation: HR@K, NDCG@K and MRR as Keras metrics.
+
+Two evaluation protocols produce a 1-based rank of each user's target item:
+
+  * sampled: the target against the user's sampled negatives (99 per user, from preprocessing),
+    the protocol of the S3-Rec paper's tables: `sampled_ranks`;
+  * full: the target against every item 1..N; the padding id 0 and the mask id N + 1 never
+    count, and optionally neither do the user's history items (other than the target):
+    `full_ranking_ranks`.
+
+Ties are pessimistic: a candidate whose score is >= the target's score ranks above the target, so
+
+    rank = 1 + #{valid candidates c other than the target : score(c) >= score(target)}.
+
+A model that gives every item the same score therefore gets the worst rank, never the best, and a
+NaN score (a diverged model) also ranks the target below every such candidate (a NaN target
+score gives the worst rank).
+
+The metrics are updated from ranks, one value per user, and average over users:
+
+    HR@K   = mean(rank <= K)
+    NDCG@K = mean(1 / log2(rank + 1) if rank <= K else 0)   (one relevant item, so IDCG = 1)
+    MRR    = mean(1 / rank)                                   (not cut off at any K)
+
+API:
+
+    ranks = sampled_ranks(target_scores [B], negative_scores [B, C], negative_mask=None)
+    ranks = full_ranking_ranks(scores [B, N + 2], targets [B], history=None, exclude_history=False)
+    ranks = pessimistic_rank(target_scores [B], candidate_scores [B, C], candidate_mask=None)
+    metrics = ranking_metrics("sampled") + ranking_metrics("full")
+    for metric in metrics:                 # e.g. in a custom `test_step`
+        metric.update_state(sampled if metric.protocol == "sampled" else full)
+
+`ranking_metrics(protocol)` returns `HitRate`, `NDCG` and `MRR` instances named
+`{protocol}_hr@1`, `_hr@5`, `_hr@10`, `_hr@20`, `_ndcg@5`, `_ndcg@10`, `_ndcg@20`, `_mrr`. Each
+is a `tf.keras.metrics.Mean` of per-user values, so its state is a (weighted) sum and a count: the
+result does not depend on how users are split into batches, and under `tf.distribute` the state
+variables are summed over replicas when read in cross-replica context.
+
+Under `tf.distribute`, create the metrics inside `strategy.scope()`; a custom `test_step` may
+return `{m.name: m.result() for m in metrics}`: Keras computes `result()` called in a replica
+context from the state summed over replicas (tested on 2 replicas, with an uneven last batch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import tensorflow as tf  # after the s3rec_tf package selected Keras 2
+
+PROTOCOLS = ("sampled", "full")
+HIT_RATE_KS = (1, 5, 10, 20)
+NDCG_KS = (5, 10, 20)
+
+
+def _check_rank(tensor: tf.Tensor, rank: int, name: str) -> None:
+    if tensor.shape.rank is not None and tensor.shape.rank != rank:
+        raise ValueError(f"{name} must have rank {rank}, got shape {tensor.shape}.")
+
+
+def pessimistic_rank(
+    target_scores: tf.Tensor,
+    candidate_scores: tf.Tensor,
+    candidate_mask: Optional[tf.Tensor] = None,
+) -> tf.Tensor:
+    """1-based rank of each target among its candidates; ties count against the target.
+
+    Args:
+      target_scores: [batch] float, the score of each row's target.
+      candidate_scores: [batch, candidates] float, the scores of the items the target competes
+        with; they must not include the target itself (use `candidate_mask` to leave it out).
+      candidate_mask: [batch, candidates] bool, True where a candidate counts; None = all count.
+
+    Returns:
+      [batch] int32: 1 + the number of counted candidates with score >= the target's score
+      (a NaN score on either side counts the candidate as above the target).
+    """
+    target_scores = tf.convert_to_tensor(target_scores)
+    candidate_scores = tf.convert_to_tensor(candidate_scores, dtype_hint=target_scores.dtype)
+    _check_rank(target_scores, 1, "target_scores")
+    _check_rank(candidate_scores, 2, "candidate_scores")
+    target = target_scores[:, tf.newaxis]
+    above = candidate_scores >= target
+    if target_scores.dtype.is_floating:
+        above = above | tf.math.is_nan(candidate_scores) | tf.math.is_nan(target)
+    if candidate_mask is not None:
+        candidate_mask = tf.convert_to_tensor(candidate_mask)
+        _check_rank(candidate_mask, 2, "candidate_mask")
+        above = above & tf.cast(candidate_mask, tf.bool)
+    return 1 + tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
+
+
+def sampled_ranks(
+    target_scores: tf.Tensor,
+    negative_scores: tf.Tensor,
+    negative_mask: Optional[tf.Tensor] = None,
+) -> tf.Tensor:
+    """Sampled protocol: ranks [batch] int32 of the targets against the users' negatives.
+
+    Args:
+      target_scores: [batch] float.
+      negative_scores: [batch, num_negatives] float (99 negatives per user in S3-Rec).
+      negative_mask: [batch, num_negatives] bool, False for padding where users have fewer
+        negatives than the batch's width; None = every column is a negative.
+    """
+    return pessimistic_rank(target_scores, negative_scores, negative_mask)
+
+
+def _dense_ids(ids: tf.Tensor) -> tf.Tensor:
+    if isinstance(ids, tf.RaggedTensor):
+        ids = ids.to_tensor(0)
+    return tf.cast(ids, tf.int32)
+
+
+def full_ranking_ranks(
+    scores: tf.Tensor,
+    targets: tf.Tensor,
+    history: Optional[tf.Tensor] = None,
+    exclude_history: bool = False,
+) -> tf.Tensor:
+    """Full protocol: ranks [batch] int32 of the targets against every item 1..N.
+
+    Args:
+      scores: [batch, N + 2] float, a score for every item id: column 0 (padding) and column
+        N + 1 (the mask id) never count.
+      targets: [batch] int, target item ids in 1..N.
+      history: [batch, H] int, the items each user interacted with before the target, padded
+        with 0 anywhere (dense or a `tf.RaggedTensor`). Only read when `exclude_history`.
+      exclude_history: when True the user's history items do not count as candidates (the
+        target itself never does, whether it is in the history or not).
+
+    Raises:
+      ValueError: for tensors of the wrong rank, or `exclude_history` without a history.
+      tf.errors.InvalidArgumentError: for a target outside 1..N or a history id outside 0..N+1
+        (checked eagerly and in `tf.function`; XLA-compiled functions skip the check).
+    """
+    scores = tf.convert_to_tensor(scores)
+    targets = _dense_ids(targets)
+    _check_rank(scores, 2, "scores")
+    _check_rank(targets, 1, "targets")
+    width = tf.shape(scores)[1]  # N + 2
+    checks = [
+        tf.debugging.assert_greater_equal(targets, 1, message="full ranking: target id < 1"),
+        tf.debugging.assert_less_equal(
+            targets, width - 2, message="full ranking: target id > N = scores.shape[1] - 2"
+        ),
+    ]
+    ids = tf.range(width)[tf.newaxis, :]
+    with tf.control_dependencies(checks):
+        valid = (ids >= 1) & (ids <= width - 2) & (ids != targets[:, tf.newaxis])
+    if exclude_history:
+        if history is None:
+            raise ValueError("exclude_history=True needs the users' history items.")
+        history = _dense_ids(history)
+        _check_rank(history, 2, "history")
+        batch, length = tf.shape(history)[0], tf.shape(history)[1]
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_greater_equal(history, 0, message="history id < 0"),
+                tf.debugging.assert_less(history, width, message="history id > N + 1"),
+            ]
+        ):
+            rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], [batch, length])
+        indices = tf.reshape(tf.stack([rows, history], axis=-1), [-1, 2])
+        seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), [batch, width]) > 0
+        valid = valid & ~seen
+    target_scores = tf.gather(scores, targets, batch_dims=1)
+    return pessimistic_rank(target_scores, scores, valid)
+
+
+class RankingMetric(tf.keras.metrics.Mean):
+    """Base class: the weighted mean over users of a function of their 1-based ranks.
+
+    `update_state(ranks [batch] int, sample_weight [batch] or None)`.
+
+    Args:
+      name: the metric's name (the key in `model.evaluate(..., return_dict=True)`).
+      protocol: "sampled", "full" or None; tells a `test_step` which ranks to feed.
+      dtype: dtype of the state and result (float32 by default).
+    """
+
+    def __init__(self, name: str, protocol: Optional[str] = None, dtype=None):
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ValueError(f"Unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
+        super().__init__(name=name, dtype=dtype)
+        self.protocol = protocol
+
+    def per_user(self, ranks: tf.Tensor) -> tf.Tensor:
+        """The metric's value for each rank, [batch] float (ranks already cast to float)."""
+        raise NotImplementedError
+
+    def update_state(self, ranks, sample_weight=None):
+        ranks = tf.cast(ranks, self.dtype)
+        return super().update_state(self.per_user(ranks), sample_weight=sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "protocol": self.protocol}
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    return k
+
+
+def _default_name(base: str, protocol: Optional[str]) -> str:
+    return f"{protocol}_{base}" if protocol else base
+
+
+class HitRate(RankingMetric):
+    """HR@k: the fraction of users whose target ranks within the top k.
+
+    Named `{protocol}_hr@{k}` (`hr@{k}` without a protocol) unless `name` is given.
+    """
+
+    def __init__(
+        self, k: int, name: Optional[str] = None, protocol: Optional[str] = None, dtype=None
+    ):
+        self.k = _check_k(k)
+        super().__init__(name or _default_name(f"hr@{k}", protocol), protocol, dtype)
+
+    def per_user(self, ranks):
+        return tf.cast(ranks <= self.k, self.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+
+class NDCG(RankingMetric):
+    """NDCG@k with one relevant item: 1 / log2(rank + 1) within the top k, else 0.
+
+    Named `{protocol}_ndcg@{k}` (`ndcg@{k}` without a protocol) unless `name` is given.
+    """
+
+    def __init__(
+        self, k: int, name: Optional[str] = None, protocol: Optional[str] = None, dtype=None
+    ):
+        self.k = _check_k(k)
+        super().__init__(name or _default_name(f"ndcg@{k}", protocol), protocol, dtype)
+
+    def per_user(self, ranks):
+        gain = math.log(2.0) / tf.math.log(ranks + 1.0)
+        return tf.where(ranks <= self.k, gain, tf.zeros_like(gain))
+
+    def get_config(self):
+        return {**super().get_config(), "k": self.k}
+
+
+class MRR(RankingMetric):
+    """Mean reciprocal rank, 1 / rank, not cut off at any k.
+
+    Named `{protocol}_mrr` (`mrr` without a protocol) unless `name` is given.
+    """
+
+    def __init__(self, name: Optional[str] = None, protocol: Optional[str] = None, dtype=None):
+        super().__init__(name or _default_name("mrr", protocol), protocol, dtype)
+
+    def per_user(self, ranks):
+        return 1.0 / ranks
+
+
+def ranking_metrics(
+    protocol: str,
+    hit_rate_ks: Sequence[int] = HIT_RATE_KS,
+    ndcg_ks: Sequence[int] = NDCG_KS,
+) -> List[RankingMetric]:
+    """HR@k, NDCG@k and MRR of one protocol, named `{protocol}_hr@10`, `{protocol}_mrr`, ...
+
+    Create them inside `strategy.scope()` when evaluating under `tf.distribute`.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
+    return (
+        [HitRate(k, protocol=protocol) for k in hit_rate_ks]
+        + [NDCG(k, protocol=protocol) for k in ndcg_ks]
+        + [MRR(protocol=protocol)]
+    )

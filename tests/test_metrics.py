@@ -1,0 +1,235 @@
+"""Ranking metrics against a plain NumPy oracle: ties, both protocols, history exclusion, any
+batch split, and `model.evaluate` with a custom `test_step`."""
+
+import math
+
+import numpy as np
+import pytest
+import ranking_oracle as oracle
+
+from s3rec_tf import metrics
+
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+
+NAMES = {
+    protocol: [f"{protocol}_hr@{k}" for k in (1, 5, 10, 20)]
+    + [f"{protocol}_ndcg@{k}" for k in (5, 10, 20)]
+    + [f"{protocol}_mrr"]
+    for protocol in ("sampled", "full")
+}
+
+
+def _results(metric_list):
+    return {m.name: float(m.result()) for m in metric_list}
+
+
+def _assert_close(actual, expected):
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert actual[name] == pytest.approx(expected[name], abs=1e-6), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sampled_ranks_match_oracle_with_ties(seed):
+    case = oracle.random_case(seed)
+    ranks = metrics.sampled_ranks(case["target_scores"], case["negative_scores"])
+    assert ranks.dtype == tf.int32
+    expected = oracle.sampled_ranks(case["target_scores"], case["negative_scores"])
+    np.testing.assert_array_equal(ranks.numpy(), expected)
+    # Integer scores in 0..5 against 99 negatives: ties are everywhere, and they matter.
+    strict = [1 + np.sum(n > t) for t, n in zip(case["target_scores"], case["negative_scores"])]
+    assert np.all(expected >= strict) and np.any(expected > strict)
+    # Padding columns (users with fewer negatives than the batch's width) do not count.
+    padded = np.pad(case["negative_scores"], [(0, 0), (0, 3)], constant_values=99.0)
+    mask = np.arange(padded.shape[1]) < case["negative_scores"].shape[1]
+    masked = metrics.sampled_ranks(case["target_scores"], padded, np.tile(mask, (len(padded), 1)))
+    np.testing.assert_array_equal(masked.numpy(), expected)
+
+
+@pytest.mark.parametrize("exclude_history", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_full_ranks_match_oracle(seed, exclude_history):
+    case = oracle.random_case(seed)
+    ranks = metrics.full_ranking_ranks(
+        case["scores"], case["targets"], history=case["history"], exclude_history=exclude_history
+    )
+    expected = oracle.full_ranks(case["scores"], case["targets"], case["history"], exclude_history)
+    np.testing.assert_array_equal(ranks.numpy(), expected)
+
+
+def test_full_ranks_hand_example():
+    # N = 4 items; pad 0 and mask id 5 score highest and must not count.
+    scores = np.array([[9.0, 1.0, 2.0, 2.0, 3.0, 9.0]] * 3, np.float32)
+    targets = np.array([2, 2, 3])
+    history = np.array([[4, 0], [2, 4], [0, 0]])
+    # Row 0: item 3 ties and item 4 beats the target -> 3; with history {4}: 2.
+    # Row 1: the target is in its own history; only item 4 leaves -> 2, and 3 without exclusion.
+    np.testing.assert_array_equal(metrics.full_ranking_ranks(scores, targets).numpy(), [3, 3, 3])
+    np.testing.assert_array_equal(
+        metrics.full_ranking_ranks(scores, targets, history, exclude_history=True).numpy(),
+        [2, 2, 3],
+    )
+    ragged = tf.ragged.constant([[4], [2, 4], []])
+    np.testing.assert_array_equal(
+        metrics.full_ranking_ranks(scores, targets, ragged, exclude_history=True).numpy(), [2, 2, 3]
+    )
+
+
+def test_pessimistic_rank_ties_mask_and_nan():
+    ranks = metrics.pessimistic_rank(
+        [2.0, 2.0, 2.0], [[3.0, 2.0, 2.0, 1.0], [1.0, 1.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]]
+    )
+    np.testing.assert_array_equal(ranks.numpy(), [4, 1, 5])
+    masked = metrics.pessimistic_rank(
+        [2.0, 2.0], [[3.0, 2.0, 2.0, 1.0]] * 2, [[True, False, True, True], [False] * 4]
+    )
+    np.testing.assert_array_equal(masked.numpy(), [3, 1])
+    nan = metrics.pessimistic_rank([np.nan, 1.0], [[0.0, 0.0, 0.0], [np.nan, 0.0, 2.0]])
+    np.testing.assert_array_equal(nan.numpy(), [4, 3])
+
+
+def test_bad_inputs_fail_with_clear_errors():
+    scores = np.zeros((2, 6), np.float32)
+    with pytest.raises(ValueError, match="needs the users' history"):
+        metrics.full_ranking_ranks(scores, [1, 2], exclude_history=True)
+    with pytest.raises(ValueError, match="scores must have rank 2"):
+        metrics.full_ranking_ranks(np.zeros(6, np.float32), [1])
+    with pytest.raises(ValueError, match="target_scores must have rank 1"):
+        metrics.sampled_ranks(np.zeros((2, 1), np.float32), np.zeros((2, 3), np.float32))
+    for bad_target in (0, 5):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="target id"):
+            metrics.full_ranking_ranks(scores, [1, bad_target])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="history id"):
+        metrics.full_ranking_ranks(scores, [1, 2], [[6], [0]], exclude_history=True)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        metrics.HitRate(0)
+    with pytest.raises(ValueError, match="Unknown protocol"):
+        metrics.ranking_metrics("partial")
+
+
+def test_metric_formulas_on_known_ranks():
+    ranks = [1, 3, 10, 11, 100]
+    hr10, ndcg10, mrr = metrics.HitRate(10), metrics.NDCG(10), metrics.MRR()
+    for m in (hr10, ndcg10, mrr):
+        m.update_state(ranks)
+    assert float(hr10.result()) == pytest.approx(3 / 5)
+    assert float(ndcg10.result()) == pytest.approx((1 + 0.5 + 1 / math.log2(11)) / 5, abs=1e-7)
+    assert float(mrr.result()) == pytest.approx((1 + 1 / 3 + 1 / 10 + 1 / 11 + 1 / 100) / 5)
+    assert (hr10.name, ndcg10.name, mrr.name) == ("hr@10", "ndcg@10", "mrr")
+
+
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_names_and_config_round_trip(protocol):
+    metric_list = metrics.ranking_metrics(protocol)
+    assert [m.name for m in metric_list] == NAMES[protocol]
+    assert {m.protocol for m in metric_list} == {protocol}
+    for m in metric_list:
+        clone = type(m).from_config(m.get_config())
+        assert clone.get_config() == m.get_config()
+
+
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_any_batch_split_gives_the_oracle(protocol):
+    case = oracle.random_case(3, batch=53)
+    if protocol == "sampled":
+        ranks = oracle.sampled_ranks(case["target_scores"], case["negative_scores"])
+    else:
+        ranks = oracle.full_ranks(case["scores"], case["targets"], case["history"], True)
+    weights = np.random.default_rng(4).uniform(0.5, 2.0, size=len(ranks))
+    expected = oracle.metric_values(ranks, protocol)
+    expected_weighted = oracle.metric_values(ranks, protocol, weights)
+
+    whole, chunked, weighted = (metrics.ranking_metrics(protocol) for _ in range(3))
+    for m in whole:
+        m.update_state(ranks)
+    cuts = [0, 1, 2, 19, 20, 41, 53]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        for m in chunked:
+            m.update_state(ranks[lo:hi])
+        for m in weighted:
+            m.update_state(ranks[lo:hi], sample_weight=weights[lo:hi])
+    _assert_close(_results(whole), expected)
+    _assert_close(_results(chunked), expected)
+    _assert_close(_results(weighted), expected_weighted)
+    for m in chunked:
+        m.reset_state()
+        assert float(m.result()) == 0.0
+
+
+def test_rank_functions_compile_with_xla():
+    case = oracle.random_case(5)
+
+    @tf.function(jit_compile=True)
+    def both(scores, targets, history, target_scores, negative_scores):
+        return (
+            metrics.full_ranking_ranks(scores, targets, history, exclude_history=True),
+            metrics.sampled_ranks(target_scores, negative_scores),
+        )
+
+    inputs = ("scores", "targets", "history", "target_scores", "negative_scores")
+    full, sampled = both(*(case[name] for name in inputs))
+    np.testing.assert_array_equal(
+        full.numpy(), oracle.full_ranks(case["scores"], case["targets"], case["history"], True)
+    )
+    np.testing.assert_array_equal(
+        sampled.numpy(), oracle.sampled_ranks(case["target_scores"], case["negative_scores"])
+    )
+
+
+class ScoreTable(tf.keras.Model):
+    """Tiny ranker: the scores of user u are row u of a fixed table; evaluation by `test_step`."""
+
+    def __init__(self, table, exclude_history):
+        super().__init__()
+        self.table = tf.keras.layers.Embedding(
+            table.shape[0], table.shape[1], embeddings_initializer=tf.constant_initializer(table)
+        )
+        self.exclude_history = exclude_history
+        self.ranking_metrics = metrics.ranking_metrics("sampled") + metrics.ranking_metrics("full")
+
+    @property
+    def metrics(self):
+        return self.ranking_metrics
+
+    def call(self, users):
+        return self.table(users)
+
+    def test_step(self, batch):
+        scores = self(batch["user"])
+        targets = batch["target"]
+        target_scores = tf.gather(scores, targets, batch_dims=1)
+        ranks = {
+            "sampled": metrics.sampled_ranks(target_scores, batch["negative_scores"]),
+            "full": metrics.full_ranking_ranks(
+                scores, targets, batch["history"], self.exclude_history
+            ),
+        }
+        for m in self.ranking_metrics:
+            m.update_state(ranks[m.protocol])
+        return {m.name: m.result() for m in self.metrics}
+
+
+@pytest.mark.parametrize("exclude_history", [False, True])
+def test_model_evaluate_returns_every_metric_by_name(exclude_history):
+    case = oracle.random_case(6, batch=45)
+    model = ScoreTable(case["scores"], exclude_history)
+    model.compile()
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {
+            "user": np.arange(45),
+            "target": case["targets"],
+            "history": case["history"],
+            "negative_scores": case["negative_scores"],
+        }
+    ).batch(8)
+    results = model.evaluate(dataset, return_dict=True, verbose=0)
+    expected = {
+        **oracle.metric_values(
+            oracle.sampled_ranks(case["target_scores"], case["negative_scores"]), "sampled"
+        ),
+        **oracle.metric_values(
+            oracle.full_ranks(case["scores"], case["targets"], case["history"], exclude_history),
+            "full",
+        ),
+    }
+    _assert_close({k: float(v) for k, v in results.items()}, expected)
