@@ -99,8 +99,8 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         if latest:
             # expect_partial: optimizer slots are created lazily at the first step.
             checkpoint.restore(latest).expect_partial()
-            logger.info("Resumed from %s after %d finished epoch(s).", latest, int(self.epoch))
-        return int(self.epoch)
+            logger.info("Resumed from %s after %d finished epoch(s).", latest, int(self.epoch.numpy()))
+        return int(self.epoch.numpy())
 
     @property
     def best_path(self) -> str:
@@ -119,20 +119,20 @@ class ResumableTraining(tf.keras.callbacks.Callback):
                     f"metrics {sorted(logs)}."
                 )
             value = float(logs[self.monitor])
-            if value > float(self.best):
+            if value > float(self.best.numpy()):
                 self.best.assign(value)
                 self.best_epoch.assign(epoch)
                 self.wait.assign(0)
                 self._best_checkpoint.write(self.best_path)
             else:
                 self.wait.assign_add(1)
-            if int(self.wait) >= self.patience:
+            if int(self.wait.numpy()) >= self.patience:
                 logger.info(
                     "Early stopping: %s has not improved for %d epochs (best %.5f at epoch %d).",
                     self.monitor,
                     self.patience,
-                    float(self.best),
-                    int(self.best_epoch) + 1,
+                    float(self.best.numpy()),
+                    int(self.best_epoch.numpy()) + 1,
                 )
                 self.stopped_early = True
                 self.model.stop_training = True
@@ -142,18 +142,27 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
     @property
+    def epochs_done(self) -> int:
+        return int(self.epoch.numpy())
+
+    @property
+    def best_epoch_number(self) -> int:
+        """1-based epoch of the best validation value (0 when there is none)."""
+        return int(self.best_epoch.numpy()) + 1
+
+    @property
     def finished(self) -> bool:
         """True once early stopping has triggered (also when restored from a checkpoint)."""
-        return self.monitor is not None and int(self.wait) >= self.patience
+        return self.monitor is not None and int(self.wait.numpy()) >= self.patience
 
     def restore_best(self) -> None:
         """Loads the best epoch's weights (early stopping's restore_best_weights)."""
-        if self.monitor is None or int(self.best_epoch) < 0:
+        if self.monitor is None or int(self.best_epoch.numpy()) < 0:
             return
         self._best_checkpoint.read(self.best_path).assert_existing_objects_matched().expect_partial()
         logger.info(
             "Restored the best weights: epoch %d, %s = %.5f.",
-            int(self.best_epoch) + 1,
+            int(self.best_epoch.numpy()) + 1,
             self.monitor,
-            float(self.best),
+            float(self.best.numpy()),
         )

@@ -166,7 +166,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         config.data.data_dir, metadata["num_items"], metadata["num_attributes"]
     )
     with strategy.scope():
-        model = pretrain_lib.S3RecPretrainer.from_config(
+        model = pretrain_lib.S3RecPretrainer.from_project_config(
             config, metadata["num_items"], metadata["num_attributes"], item_attributes
         )
         model.compile(
@@ -199,7 +199,17 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         "resumed_at_epoch": done,
         "seconds": time.time() - start,
         "last_epoch": history,
-        "parameters": model.parameter_counts(),
+        "parameters": parameter_counts(model),
+    }
+
+
+def parameter_counts(model) -> dict:
+    """Parameters of the pretraining model: all of them, and the AAP / MAP bilinear forms."""
+    return {
+        "total": int(model.count_params()),
+        "encoder": int(model.encoder.count_params()),
+        "aap": model.heads.aap.factor_parameter_count,
+        "map": model.heads.map.factor_parameter_count,
     }
 
 
@@ -231,7 +241,7 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     valid_ds = data_lib.eval_dataset(data_dir, "valid", c.batch_size, config.model.max_seq_length)
     test_ds = data_lib.eval_dataset(data_dir, "test", c.batch_size, config.model.max_seq_length)
     with strategy.scope():
-        encoder = pretrain_lib.build_encoder(config, metadata["num_items"])
+        encoder = pretrain_lib.encoder_from_config(config.model, metadata["num_items"])
         model = finetune_lib.build_recommender(config, encoder)
         model(tf.zeros([1, 1], tf.int32))  # creates the weights before they are loaded
         init = init_encoder(config, encoder, run_dir)
@@ -262,8 +272,8 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     )
     return {
         "init": init,
-        "epochs_run": int(state.epoch),
-        "best_epoch": int(state.best_epoch) + 1,
+        "epochs_run": state.epochs_done,
+        "best_epoch": state.best_epoch_number,
         "stopped_early": state.finished,
         "seconds": train_seconds,
         "valid": _by_protocol(valid),
@@ -321,7 +331,11 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
     results["finetune"] = finetune(config, metadata, strategy, run_dir, verbose)
     results["valid"] = results["finetune"].pop("valid")
     results["test"] = results["finetune"].pop("test")
-    results["parameters"] = pretrain_lib.parameter_counts(config, metadata)
+    results["parameters"] = parameter_counts(
+        pretrain_lib.S3RecPretrainer.from_project_config(
+            config, metadata["num_items"], metadata["num_attributes"], {}
+        )
+    )
     results["wall_seconds"] = {
         "pretrain": results.get("pretrain", {}).get("seconds", 0.0),
         "finetune": results["finetune"]["seconds"],

@@ -1,0 +1,141 @@
+"""`python -m s3rec_tf.train`: end to end on a small dataset, resuming, strategies, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from s3rec_tf import schema
+from s3rec_tf import train
+
+from dataset_fixture import small_dataset  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--hidden_size", "16", "--num_heads", "2", "--pretrain_batch_size", "32", "--finetune_batch_size", "32", "--verbose", "0"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("data"))
+    small_dataset(out, num_users=60, num_items=40, max_seq_length=10)
+    return out
+
+
+def _args(data_dir, out, *extra):
+    return ["--data", data_dir, "--output", str(out), *SMALL, *extra]
+
+
+def test_main_runs_every_phase_and_writes_results(data_dir, tmp_path):
+    results = train.main(
+        _args(data_dir, tmp_path / "run", "--rank", "4", "--pretrain_epochs", "2", "--finetune_epochs", "2")
+    )
+    on_disk = json.load(open(tmp_path / "run" / "results.json"))
+    assert on_disk["test"] == results["test"]
+    for split in ("valid", "test"):
+        for protocol in ("sampled", "full"):
+            metrics = on_disk[split][protocol]
+            assert {"hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"} <= set(metrics)
+            assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    assert on_disk["parameters"]["aap"] == 2 * 16 * 4 and on_disk["parameters"]["map"] == 2 * 16 * 4
+    assert on_disk["pretrain"]["epochs"] == 2 and on_disk["finetune"]["epochs_run"] == 2
+    assert on_disk["config"]["model"]["aap_rank"] == 4
+    assert json.load(open(tmp_path / "run" / "config.json"))["model"]["aap_rank"] == 4
+    assert os.path.exists(tmp_path / "run" / "data_metadata.json")
+    assert os.path.exists(tmp_path / "run" / "final" / "encoder.index")
+    assert os.listdir(tmp_path / "run" / "logs" / "pretrain")  # TensorBoard
+
+
+def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
+    run = tmp_path / "run"
+    first = train.main(_args(data_dir, run, "--pretrain_epochs", "1", "--finetune_epochs", "1"))
+    assert first["pretrain"]["resumed_at_epoch"] == 0
+    # A larger budget on the same run dir continues instead of starting over.
+    second = train.main(_args(data_dir, run, "--pretrain_epochs", "3", "--finetune_epochs", "2"))
+    assert second["pretrain"]["resumed_at_epoch"] == 1
+    assert second["finetune"]["epochs_run"] == 2
+
+
+@pytest.mark.slow
+def test_killed_run_resumes(data_dir, tmp_path):
+    """SIGKILL in the middle of pretraining; the rerun starts after the last finished epoch."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "s3rec_tf.train", *_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run / "pretrain" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (checkpoints / "ckpt-2.index").exists():
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (checkpoints / "ckpt-2.index").exists(), "no epoch finished before the kill"
+    results = train.main(_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1"))
+    assert results["pretrain"]["resumed_at_epoch"] >= 2
+
+
+MIRRORED_SCRIPT = """
+import sys, json
+import keras_models  # Keras 2
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from s3rec_tf import train
+results = train.main(sys.argv[1:])
+print("RESULT", json.dumps({"test": results["test"], "replicas": tf.distribute.MirroredStrategy().num_replicas_in_sync}))
+"""
+
+
+@pytest.mark.slow
+def test_main_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
+    args = _args(data_dir, tmp_path / "run", "--strategy", "mirrored", "--rank", "4", "--pretrain_epochs", "1", "--finetune_epochs", "2")
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT", 1)[1])
+    assert result["replicas"] == 2
+    assert 0.0 <= result["test"]["sampled"]["hr@10"] <= 1.0
+    assert os.path.exists(tmp_path / "run" / "results.json")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--rank", "0"], "model.aap_rank = 0"),
+        (["--rank", "17"], "model.aap_rank = 17"),
+        (["--rank", "abc"], "--rank must be an integer or 'full'"),
+        (["--hidden_size", "15"], "must be divisible by model.num_heads"),
+        (["--config", "no_such_preset"], "not found"),
+    ],
+)
+def test_bad_configuration_stops_with_a_clear_message(data_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(data_dir, tmp_path / "run", *extra))
+    assert message in str(e.value)
+    assert not (tmp_path / "run").exists()  # stopped before any work
+
+
+def test_unknown_flag_stops(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--no_such_flag", "1"])
+    assert "unrecognized arguments: --no_such_flag" in capsys.readouterr().err
+
+
+def test_missing_or_incompatible_data_stops_before_work(data_dir, tmp_path):
+    from s3rec_tf.data import DataError
+
+    with pytest.raises(DataError, match="not the output of beam_pipelines.preprocess"):
+        train.main(_args(str(tmp_path / "nowhere"), tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+    old = tmp_path / "old"
+    small_dataset(str(old), num_users=10, num_items=40)
+    meta = json.load(open(old / schema.METADATA_FILE))
+    meta["format_version"] = schema.FORMAT_VERSION - 1
+    json.dump(meta, open(old / schema.METADATA_FILE, "w"))
+    with pytest.raises(DataError, match="format version"):
+        train.main(_args(str(old), tmp_path / "run2"))
+    assert not (tmp_path / "run2").exists()
