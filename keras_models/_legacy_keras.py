@@ -9,6 +9,9 @@ import os
 import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow's C++ INFO lines (e.g. an iterator's "End of sequence" at every epoch end) drown the
+# training log; an explicit setting by the user wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 if "tensorflow" in sys.modules:
     # TensorFlow was imported earlier. `tf.keras` is loaded lazily, so the variable above still

@@ -350,7 +350,9 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Our progress at INFO; other libraries' INFO chatter (checkpoint sharding, ...) stays out.
+    logging.getLogger("s3rec_tf").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         config = resolve_config(args)
