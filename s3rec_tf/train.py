@@ -310,6 +310,11 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
     elif config.init_from and not tf.io.gfile.exists(config.init_from):
         raise FileNotFoundError(f"--init_from {config.init_from!r}: no such file.")
 
+    if export_dir:
+        from export import saved_model
+
+        saved_model.check_output_dir(export_dir)  # before hours of training, not after
+
     strategy = make_strategy(config.strategy)
     tf.keras.utils.set_random_seed(config.seed)
     run_dir = config.output_dir
@@ -342,10 +347,9 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
     }
     if callbacks_lib.is_chief(strategy):
         _write_json(os.path.join(run_dir, "results.json"), results)
-    if export_dir:
-        from export import saved_model
-
-        saved_model.export_run(run_dir, export_dir)
+        if export_dir:
+            results["export"] = saved_model.export_run(run_dir, export_dir)
+            logger.info("Exported a SavedModel to %s.", export_dir)
     return results
 
 

@@ -139,3 +139,20 @@ def test_missing_or_incompatible_data_stops_before_work(data_dir, tmp_path):
     with pytest.raises(DataError, match="format version"):
         train.main(_args(str(old), tmp_path / "run2"))
     assert not (tmp_path / "run2").exists()
+
+
+def test_export_at_the_end_and_occupied_export_dir_fails_first(data_dir, tmp_path):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "something").write_text("x")
+    from export.saved_model import ExportError
+
+    with pytest.raises(ExportError, match="not empty"):
+        train.main(_args(data_dir, tmp_path / "run0", "--export", str(occupied)))
+    assert not (tmp_path / "run0").exists()  # refused before any training
+
+    results = train.main(
+        _args(data_dir, tmp_path / "run", "--pretrain_epochs", "1", "--finetune_epochs", "1", "--export", str(tmp_path / "model"))
+    )
+    assert os.path.exists(tmp_path / "model" / "saved_model.pb")
+    assert results["export"] == str(tmp_path / "model")
