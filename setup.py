@@ -13,6 +13,8 @@ setup(
         "tf-keras==2.20.*",
         "tensorflow-recommenders>=0.7.3,<0.8",
         "apache-beam>=2.60,<3",
+        # Beam's TFRecord framing computes CRC32C checksums; without this package it cannot.
+        "google-crc32c",
         "numpy",
         "pandas",
         "pyyaml",

@@ -1,0 +1,152 @@
+"""The preprocessing job on the real Beauty data (../shared/data/beauty): the published
+statistics, the S3-Rec files given back unchanged, and the same result from raw Amazon 2014 files
+built from it, clean or with bad lines of every kind."""
+
+import json
+import os
+
+import pytest
+import tensorflow as tf
+
+from beam_pipelines import parse, preprocess, raw_format, transforms
+from s3rec_tf import schema
+
+pytestmark = pytest.mark.slow
+
+# Files that depend only on the data and the seed; vocab files, metadata.json and dead letters
+# also depend on the input format.
+DATA_FILES_SUFFIXES = (schema.TFRECORD_SUFFIX, schema.SEQUENCES_FILE, schema.ITEM2ATTRIBUTES_FILE)
+
+
+def _files(directory):
+    out = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, directory)] = f.read()
+    return out
+
+
+def _metadata(directory):
+    with open(os.path.join(directory, schema.METADATA_FILE)) as f:
+        return json.load(f)
+
+
+def _lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def _count(files):
+    return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1))
+
+
+def _beauty(beauty_dir):
+    return os.path.join(beauty_dir, "Beauty.txt"), os.path.join(
+        beauty_dir, "Beauty_item2attributes.json"
+    )
+
+
+@pytest.fixture(scope="module")
+def s3rec_out(beauty_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("beauty") / "out")
+    sequences, item2attributes = _beauty(beauty_dir)
+    preprocess.run(["--sequences", sequences, "--item2attributes", item2attributes,
+                    "--output", out])
+    return out
+
+
+def test_beauty_statistics_and_files(beauty_dir, s3rec_out):
+    metadata = _metadata(s3rec_out)
+    assert metadata["num_users"] == 22_363
+    assert metadata["num_items"] == 12_101
+    assert metadata["num_interactions"] == 198_502
+    assert metadata["num_attributes"] == 637
+    assert metadata["num_pretrain_examples"] == 150_258
+    assert metadata["mask_id"] == 12_102
+    assert metadata["stats"]["dropped_by_kcore_interactions"] == 0  # Beauty is 5-core already
+    assert sum(metadata["num_bad_records"].values()) == 0
+
+    sequences, item2attributes = _beauty(beauty_dir)
+    with open(sequences, "rb") as f, open(os.path.join(s3rec_out, schema.SEQUENCES_FILE), "rb") as g:
+        assert g.read().rstrip(b"\n") == f.read().rstrip(b"\n")
+    with open(item2attributes) as f, open(os.path.join(s3rec_out, schema.ITEM2ATTRIBUTES_FILE)) as g:
+        given, written = json.load(f), json.load(g)
+    assert {k: set(v) for k, v in written.items()} == {k: set(v) for k, v in given.items()}
+
+    pretrain = tf.io.gfile.glob(schema.shard_glob(s3rec_out, schema.pretrain_prefix(0)))
+    assert _count(pretrain) == 150_258
+    test = tf.io.gfile.glob(schema.shard_glob(s3rec_out, schema.split_prefix("test")))
+    assert _count(test) == 22_363
+
+
+def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
+    """Ordered raw ids reproduce the S3-Rec ids, so every data file must equal the S3-Rec run's
+    byte for byte, bad lines notwithstanding; ties in time are broken by asin."""
+    sequences, item2attributes = _beauty(beauty_dir)
+    raw = raw_format.write_raw_amazon(
+        sequences, item2attributes, str(tmp_path / "raw"),
+        ids="ordered", seed=3, tie_prob=0.3, bad_lines_per_kind=2,
+    )
+    out = str(tmp_path / "out")
+    preprocess.run(["--reviews", raw.reviews, "--metadata", raw.metadata, "--output", out])
+    metadata = _metadata(out)
+    assert metadata["num_bad_records"] == raw.expected_bad_records
+    assert sum(raw.expected_bad_records.values()) == 2 * (
+        len(parse.REVIEW_KINDS) + len(parse.META_KINDS)
+    )
+    assert metadata["stats"]["dropped_duplicate_events"] == raw.num_duplicate_reviews
+    reference = _metadata(s3rec_out)
+    for key in ("num_users", "num_items", "num_attributes", "num_interactions",
+                "num_pretrain_examples"):
+        assert metadata[key] == reference[key], key
+
+    expected, written = _files(s3rec_out), _files(out)
+    data_files = [p for p in expected if p.endswith(DATA_FILES_SUFFIXES)]
+    assert len(data_files) == 4 * 4 + 2
+    for path in data_files:
+        assert written[path] == expected[path], path
+    assert _lines(os.path.join(out, schema.ITEM_VOCAB)) == [
+        raw.item_names[i] for i in range(1, 12_102)
+    ]
+    letters = _lines(os.path.join(out, transforms.DEAD_LETTER_FILE))
+    assert len(letters) == sum(raw.expected_bad_records.values())
+
+
+def test_beauty_from_raw_files_with_shuffled_ids(beauty_dir, tmp_path):
+    """Raw ids in an unrelated order: the histories and attributes, read back through the vocab
+    files, are Beauty's."""
+    sequences, item2attributes = _beauty(beauty_dir)
+    raw = raw_format.write_raw_amazon(
+        sequences, item2attributes, str(tmp_path / "raw"), ids="shuffled", seed=4
+    )
+    out = str(tmp_path / "out")
+    preprocess.run(["--reviews", raw.reviews, "--metadata", raw.metadata, "--output", out])
+    users = _lines(os.path.join(out, schema.USER_VOCAB))
+    items = _lines(os.path.join(out, schema.ITEM_VOCAB))
+    attributes = _lines(os.path.join(out, schema.ATTRIBUTE_VOCAB))
+    written = {
+        users[u - 1]: [items[i - 1] for i in rest]
+        for u, *rest in (map(int, line.split()) for line in _lines(os.path.join(out, "sequences.txt")))
+    }
+    given = {
+        raw.user_names[u]: [raw.item_names[i] for i in rest]
+        for u, *rest in (map(int, line.split()) for line in _lines(sequences))
+    }
+    assert written == given
+    with open(os.path.join(out, schema.ITEM2ATTRIBUTES_FILE)) as f:
+        written_attributes = {
+            items[int(i) - 1]: {attributes[a - 1] for a in attrs} for i, attrs in json.load(f).items()
+        }
+    with open(item2attributes) as f:
+        given_attributes = {
+            raw.item_names[int(i)]: {raw.attribute_names[a] for a in attrs}
+            for i, attrs in json.load(f).items()
+        }
+    assert written_attributes == given_attributes
+    metadata = _metadata(out)
+    assert (metadata["num_users"], metadata["num_items"], metadata["num_attributes"]) == (
+        22_363, 12_101, 637
+    )
+    assert metadata["num_pretrain_examples"] == 150_258
