@@ -16,12 +16,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import machine  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import train  # noqa: E402
 
@@ -43,10 +43,6 @@ ROWS = {
     "s3rec_r16_ce": ("pretrained", 16, "ce"),
     "reference": ("reference", None, "bce"),
 }
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def run_row(name, args) -> dict:

@@ -14,12 +14,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.common import machine  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
 from s3rec_tf import pretrain as pretrain_lib  # noqa: E402
@@ -28,16 +28,6 @@ from s3rec_tf import schema  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, TF {tf.__version__}"
 
 
 def time_input_pipeline(data: data_lib.PretrainData, epoch: int) -> dict:
