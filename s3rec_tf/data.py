@@ -129,16 +129,20 @@ def _bucketed(
     batch_size: int,
     max_len: int,
     padded_shapes,
-    drop_remainder: bool = False,
+    fixed_widths: bool = False,
 ) -> tf.data.Dataset:
-    """Batches examples of similar length, each batch padded (on the right) to its longest."""
+    """Batches examples of similar length, each batch padded (on the right) to its longest.
+
+    fixed_widths: pad every batch to its bucket's upper bound instead, so that an XLA-compiled
+    step sees a handful of shapes and compiles once per bucket, not once per width.
+    """
     boundaries = _bucket_boundaries(max_len)
     return dataset.bucket_by_sequence_length(
         element_length_func=length_of,
         bucket_boundaries=boundaries,
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
         padded_shapes=padded_shapes,
-        drop_remainder=drop_remainder,
+        pad_to_bucket_boundary=fixed_widths,
     )
 
 
@@ -162,13 +166,22 @@ class PretrainData:
     epochs only shuffle and batch.
     """
 
-    def __init__(self, data_dir: str, metadata: dict, batch_size: int, max_seq_length: int, seed: int):
+    def __init__(
+        self,
+        data_dir: str,
+        metadata: dict,
+        batch_size: int,
+        max_seq_length: int,
+        seed: int,
+        fixed_widths: bool = False,
+    ):
         self.data_dir = data_dir
         self.dupe_factor = int(metadata["dupe_factor"])
         self.num_examples = int(metadata["num_pretrain_examples"])
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.seed = seed
+        self.fixed_widths = fixed_widths
         if max_seq_length < int(metadata["max_seq_length"]):
             raise DataError(
                 f"model.max_seq_length = {max_seq_length} is shorter than the pretraining "
@@ -201,6 +214,7 @@ class PretrainData:
             self.batch_size,
             self.max_seq_length,
             padded_shapes={name: [None] for name in schema.PRETRAIN_SEQUENCES},
+            fixed_widths=self.fixed_widths,
         )
 
         def to_left_padded(batch):
@@ -257,6 +271,7 @@ def finetune_train_dataset(
     num_negatives: int,
     seed: int,
     shuffle: bool = True,
+    fixed_widths: bool = False,
 ) -> tf.data.Dataset:
     """Next-item training, as the reference: input = training part[:-1], target = training part[1:].
 
@@ -288,6 +303,7 @@ def finetune_train_dataset(
         batch_size,
         max_seq_length,
         padded_shapes={INPUT_IDS: [None], TARGET_IDS: [None], NEGATIVE_IDS: [None, num_negatives]},
+        fixed_widths=fixed_widths,
     )
 
     def to_left_padded(batch):

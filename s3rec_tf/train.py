@@ -160,7 +160,12 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
     """Pretraining; returns its summary. Epoch k reads masking duplicate k mod dupe_factor."""
     c = config.pretrain
     data = data_lib.PretrainData(
-        config.data.data_dir, metadata, c.batch_size, config.model.max_seq_length, config.seed
+        config.data.data_dir,
+        metadata,
+        c.batch_size,
+        config.model.max_seq_length,
+        config.seed,
+        fixed_widths=config.jit_compile,
     )
     item_attributes = data_lib.load_item_attributes(
         config.data.data_dir, metadata["num_items"], metadata["num_attributes"]
@@ -237,6 +242,7 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         config.model.max_seq_length,
         c.num_negatives,
         config.seed,
+        fixed_widths=config.jit_compile,
     )
     valid_ds = data_lib.eval_dataset(data_dir, "valid", c.batch_size, config.model.max_seq_length)
     test_ds = data_lib.eval_dataset(data_dir, "test", c.batch_size, config.model.max_seq_length)

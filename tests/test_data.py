@@ -163,3 +163,16 @@ def test_item_attributes_and_popularity(dataset):
     for seq in sequences.values():
         np.add.at(want, seq[:-2], 1)
     np.testing.assert_array_equal(popularity, want)
+
+
+def test_fixed_widths_pad_batches_to_their_bucket_bound(dataset):
+    """For XLA: only a few distinct widths (the bucket bounds), every example still present once."""
+    out, metadata, _ = dataset
+    data = data_lib.PretrainData(out, metadata, batch_size=16, max_seq_length=10, seed=1, fixed_widths=True)
+    widths, examples = set(), 0
+    for batch in data.dataset(epoch=0):
+        widths.add(batch[schema.POS_ITEMS].shape[1])
+        examples += batch[schema.POS_ITEMS].shape[0]
+        _rows(batch[schema.POS_ITEMS])  # still left-padded
+    assert widths <= {b - 1 for b in data_lib._bucket_boundaries(10)}
+    assert examples == metadata["num_pretrain_examples"]
