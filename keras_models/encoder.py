@@ -1,0 +1,323 @@
+"""The S3-Rec sequence encoder (the backbone shared by pretraining and fine-tuning).
+
+Item embeddings + right-aligned learned position embeddings -> LayerNorm -> dropout -> a stack of
+post-LN Transformer blocks (self-attention, then a GELU feed-forward of 4 x hidden), exactly the
+function of the original S3-Rec implementation (RUCAIBox/CIKM2020-S3Rec), so its weights load
+into these layers (see `s3rec_tf.reference`).
+
+Padding contract: item ids are LEFT-padded with 0 to the batch's own width W <= max_seq_length, and
+column j gets position id `max_seq_length - W + j`. The last item therefore always has position
+`max_seq_length - 1`, as with the reference's left padding to a fixed length, so a batch padded to
+its own longest sequence computes the same outputs at real positions as one padded to
+max_seq_length.
+"""
+
+from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
+
+import tensorflow as tf
+
+
+def _normal(stddev: float) -> tf.keras.initializers.Initializer:
+    return tf.keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
+@tf.keras.utils.register_keras_serializable(package="S3Rec")
+class TransformerBlock(tf.keras.layers.Layer):
+    """One post-LN Transformer block of the S3-Rec encoder.
+
+    x -> LayerNorm(x + Dropout(MultiHeadAttention(x, x))) = a
+      -> LayerNorm(a + Dropout(Dense_d(GELU(Dense_4d(a)))))
+
+    Call arguments:
+      inputs: `[batch, W, hidden]` float.
+      attention_mask: bool, `[batch, W, W]` or `[batch, 1, W]` (broadcast over queries); True where
+        a query may attend to a key.
+      training: enables both dropouts.
+      last_position_only: compute the output of the last position only.
+
+    Returns: `[batch, W, hidden]`, or `[batch, 1, hidden]` if last_position_only.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        dropout: float = 0.5,
+        attention_dropout: float = 0.5,
+        initializer_range: float = 0.02,
+        layer_norm_epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"TransformerBlock: hidden_size ({hidden_size}) must be divisible by num_heads "
+                f"({num_heads})."
+            )
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+        self.attention = tf.keras.layers.MultiHeadAttention(
+            num_heads=num_heads,
+            key_dim=hidden_size // num_heads,
+            dropout=attention_dropout,
+            kernel_initializer=_normal(initializer_range),
+            name="attention",
+        )
+        self.attention_output_dropout = tf.keras.layers.Dropout(dropout)
+        self.attention_layer_norm = tf.keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="attention_layer_norm"
+        )
+        # "gelu" in tf-keras is the exact erf form (approximate=False), as in the reference.
+        self.intermediate_dense = tf.keras.layers.Dense(
+            intermediate_size,
+            activation="gelu",
+            kernel_initializer=_normal(initializer_range),
+            name="intermediate_dense",
+        )
+        self.output_dense = tf.keras.layers.Dense(
+            hidden_size, kernel_initializer=_normal(initializer_range), name="output_dense"
+        )
+        self.output_dropout = tf.keras.layers.Dropout(dropout)
+        self.output_layer_norm = tf.keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="output_layer_norm"
+        )
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        head_dim = self.hidden_size // self.num_heads
+        attention = self.attention
+        # Sublayers are built here, each in its own name scope (as their first call would), so
+        # that every weight exists, with a readable name, as soon as the block is built (and can
+        # be loaded, e.g. by s3rec_tf.reference, before any data went through).
+        with tf.name_scope(attention.name):
+            # tf-keras' MultiHeadAttention creates its projection layers here but their
+            # variables only on first call.
+            attention._build_from_signature(query=input_shape, value=input_shape)
+            heads_shape = input_shape[:-1].concatenate([self.num_heads, head_dim])
+            for projection, shape in (
+                (attention._query_dense, input_shape),
+                (attention._key_dense, input_shape),
+                (attention._value_dense, input_shape),
+                (attention._output_dense, heads_shape),
+            ):
+                with tf.name_scope(projection.name):
+                    projection.build(shape)
+        attention.built = True
+        for layer, shape in (
+            (self.attention_output_dropout, input_shape),
+            (self.attention_layer_norm, input_shape),
+            (self.intermediate_dense, input_shape),
+            (self.output_dense, input_shape[:-1].concatenate([self.intermediate_size])),
+            (self.output_dropout, input_shape),
+            (self.output_layer_norm, input_shape),
+        ):
+            with tf.name_scope(layer.name):
+                layer.build(shape)
+        super().build(input_shape)
+
+    def call(self, inputs, attention_mask, training=None, last_position_only=False):
+        query = inputs
+        if last_position_only:
+            # Only the last position's output is wanted: it still attends to every key, but the
+            # query projection, attention output and feed-forward run on one position.
+            query = inputs[:, -1:, :]
+            attention_mask = attention_mask[:, -1:, :]
+        attended = self.attention(query, inputs, attention_mask=attention_mask, training=training)
+        attended = self.attention_output_dropout(attended, training=training)
+        hidden = self.attention_layer_norm(query + attended)
+        transformed = self.output_dense(self.intermediate_dense(hidden))
+        transformed = self.output_dropout(transformed, training=training)
+        return self.output_layer_norm(hidden + transformed)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_size=self.hidden_size,
+            num_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            initializer_range=self.initializer_range,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="S3Rec")
+class S3RecEncoder(tf.keras.layers.Layer):
+    """S3-Rec / SASRec-style Transformer encoder over left-padded item-id sequences.
+
+    Args:
+      num_items: N, the number of real items. Ids: 0 = padding, 1..N = items, N + 1 = mask; the
+        item table has N + 2 rows.
+      max_seq_length: number of position embeddings; the widest batch the encoder accepts.
+      hidden_size: d.
+      num_layers, num_heads: Transformer depth and heads (hidden_size % num_heads == 0).
+      dropout: dropout on the embeddings and after each attention / feed-forward sublayer.
+      attention_dropout: dropout on the attention probabilities.
+      initializer_range: stddev of the N(0, s) initializer of embeddings and kernels.
+      layer_norm_epsilon: LayerNorm epsilon (1e-12 as the reference's TF-style LayerNorm).
+
+    Call arguments:
+      item_ids: int `[batch, W]`, left-padded with 0, W <= max_seq_length.
+      causal: False = bidirectional attention over every non-padding key (pretraining; the mask
+        id is attended); True = causal attention over non-padding keys (fine-tuning).
+      training: enables dropout.
+      last_position_only: return only the last position's output (the one next-item scoring and
+        segment prediction use); the last block then runs its queries, attention output and
+        feed-forward on that position alone.
+
+    Returns: `[batch, W, hidden_size]`, or `[batch, hidden_size]` if last_position_only. Rows of
+    padding positions are defined but meaningless (in causal mode a padding query can see no key
+    at all); use only real positions.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        max_seq_length: int = 50,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        dropout: float = 0.5,
+        attention_dropout: float = 0.5,
+        initializer_range: float = 0.02,
+        layer_norm_epsilon: float = 1e-12,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("num_items", num_items),
+            ("max_seq_length", max_seq_length),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"S3RecEncoder: {name} must be a positive integer, got {value!r}.")
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"S3RecEncoder: hidden_size ({hidden_size}) must be divisible by num_heads "
+                f"({num_heads})."
+            )
+        for name, value in (("dropout", dropout), ("attention_dropout", attention_dropout)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"S3RecEncoder: {name} must be in [0, 1), got {value!r}.")
+        self.num_items = num_items
+        self.max_seq_length = max_seq_length
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.initializer_range = initializer_range
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+        self.embedding_layer_norm = tf.keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="embedding_layer_norm"
+        )
+        self.embedding_dropout = tf.keras.layers.Dropout(dropout)
+        self.blocks = [
+            TransformerBlock(
+                hidden_size=hidden_size,
+                num_heads=num_heads,
+                intermediate_size=4 * hidden_size,
+                dropout=dropout,
+                attention_dropout=attention_dropout,
+                initializer_range=initializer_range,
+                layer_norm_epsilon=layer_norm_epsilon,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+
+    @property
+    def mask_id(self) -> int:
+        """The id that marks a masked item (N + 1)."""
+        return self.num_items + 1
+
+    def build(self, input_shape=None):
+        # The weights do not depend on the input shape, so build() may be called without one.
+        self.item_embeddings = self.add_weight(
+            name="item_embeddings",
+            shape=[self.num_items + 2, self.hidden_size],
+            initializer=_normal(self.initializer_range),
+        )
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings",
+            shape=[self.max_seq_length, self.hidden_size],
+            initializer=_normal(self.initializer_range),
+        )
+        hidden_shape = tf.TensorShape([None, None, self.hidden_size])
+        for layer in (self.embedding_layer_norm, self.embedding_dropout, *self.blocks):
+            with tf.name_scope(layer.name):
+                layer.build(hidden_shape)
+        super().build(input_shape)
+
+    def call(self, item_ids, causal=False, training=None, last_position_only=False):
+        item_ids = tf.convert_to_tensor(item_ids)
+        if not item_ids.dtype.is_integer:
+            raise TypeError(f"S3RecEncoder expects integer item ids, got dtype {item_ids.dtype}.")
+        if item_ids.shape.rank != 2:
+            raise ValueError(
+                f"S3RecEncoder expects item ids of shape [batch, W], got {item_ids.shape}."
+            )
+        static_width = item_ids.shape[1]
+        if static_width is not None and static_width > self.max_seq_length:
+            raise ValueError(
+                f"S3RecEncoder: sequences of width {static_width} exceed max_seq_length "
+                f"{self.max_seq_length}; truncate them (keep the most recent items) first."
+            )
+        width = tf.shape(item_ids)[1]
+        checks = []
+        if static_width is None:
+            checks.append(
+                tf.debugging.assert_less_equal(
+                    width,
+                    self.max_seq_length,
+                    message="S3RecEncoder: batch width exceeds max_seq_length "
+                    + str(self.max_seq_length),
+                )
+            )
+        with tf.control_dependencies(checks):
+            # Right-aligned positions: column j of a width-W batch is position max_len - W + j.
+            positions = self.position_embeddings[self.max_seq_length - width :]
+        hidden = tf.gather(self.item_embeddings, item_ids) + positions
+        hidden = self.embedding_layer_norm(hidden)
+        hidden = self.embedding_dropout(hidden, training=training)
+
+        is_key = tf.not_equal(item_ids, 0)[:, tf.newaxis, :]  # [batch, 1, W]
+        if causal:
+            steps = tf.range(width)
+            earlier = steps[:, tf.newaxis] >= steps[tf.newaxis, :]  # [W (query), W (key)]
+            attention_mask = tf.logical_and(is_key, earlier[tf.newaxis])  # [batch, W, W]
+        else:
+            attention_mask = is_key  # every query sees every real key
+        for block in self.blocks[:-1]:
+            hidden = block(hidden, attention_mask, training=training)
+        hidden = self.blocks[-1](
+            hidden, attention_mask, training=training, last_position_only=last_position_only
+        )
+        return hidden[:, -1, :] if last_position_only else hidden
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_items=self.num_items,
+            max_seq_length=self.max_seq_length,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            attention_dropout=self.attention_dropout,
+            initializer_range=self.initializer_range,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config

@@ -1,0 +1,416 @@
+"""S3-Rec self-supervised pretraining: the four objectives and a distribution-ready train_step.
+
+Objectives (Zhou et al., CIKM 2020), each computed as the reference code computes it:
+  AAP  associated attribute prediction: every real, unmasked position of `masked_item_sequence`
+       against every attribute row (BCE vs the multi-hot attributes of the item there);
+  MIP  masked item prediction: f = σ(sum(mip_norm(h)·e_item)); BCE(σ(f_pos − f_neg), 1) at each
+       masked position;
+  MAP  masked attribute prediction: AAP's form with its own head, at the masked positions;
+  SP   segment prediction: the last-position encodings of the segment-masked sequence (context) and
+       of the positive / negative segments; BCE(σ(f_pos − f_neg), 1) per example.
+Each objective is its sum over the batch divided by the GLOBAL batch size (all replicas), so the
+summed gradient is that of the whole batch whatever the number of replicas, and the objective
+weights mean what they mean in the reference.
+
+Every BCE is computed from logits: BCE(σ(z), y) = softplus(z) − y·z. PyTorch's BCELoss clamps
+log(·) at −100, which only changes terms with |z| > ~17 in float32 (the multi-hot terms) or never
+(the difference forms, where |z| <= 1); see tests/test_pretrain.py for the reference check.
+
+Batches: dicts with the six `schema.PRETRAIN_SEQUENCES` keys, int tensors `[batch, W]` left-padded
+with 0 (other keys, e.g. `user`, are ignored).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+import keras_models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+import tensorflow as tf
+from keras_models import S3RecEncoder, S3RecPretrainHeads
+from s3rec_tf import schema
+from s3rec_tf.config import Config, ModelConfig
+
+OBJECTIVES = ("aap", "mip", "map", "sp")
+HEAD_POSITIONS = ("auto", "gather", "dense")
+
+ItemAttributes = Union[np.ndarray, Mapping, Sequence]
+
+
+def encoder_from_config(model: ModelConfig, num_items: int) -> S3RecEncoder:
+    """The S3RecEncoder that `model` describes, for `num_items` items."""
+    return S3RecEncoder(
+        num_items=num_items,
+        max_seq_length=model.max_seq_length,
+        hidden_size=model.hidden_size,
+        num_layers=model.num_layers,
+        num_heads=model.num_heads,
+        dropout=model.dropout,
+        attention_dropout=model.attention_dropout,
+        initializer_range=model.initializer_range,
+        name="encoder",
+    )
+
+
+def attribute_id_table(
+    item_attributes: ItemAttributes, num_items: int, num_attributes: int
+) -> np.ndarray:
+    """The item -> attributes lookup as a padded id table `[num_items + 2, K]` (0 = no attribute).
+
+    `item_attributes` may be:
+      * a mapping {item id: [attribute ids]} (keys int or decimal strings, as in the data's
+        item2attributes.json); items absent from it have no attributes;
+      * a sequence indexed by item id (length num_items + 2) of attribute-id lists;
+      * a dense 0/1 matrix `[num_items + 2, num_attributes + 1]` (the reference's multi-hot).
+    Item ids must be in 1..num_items, attribute ids in 1..num_attributes; duplicates count once
+    (the targets are multi-hot). K is the largest number of attributes of one item.
+    """
+    rows: list = [[] for _ in range(num_items + 2)]
+    if isinstance(item_attributes, np.ndarray) and item_attributes.ndim == 2:
+        expected = (num_items + 2, num_attributes + 1)
+        if item_attributes.shape != expected:
+            raise ValueError(
+                f"item_attributes: a dense matrix must have shape {expected} "
+                f"(num_items + 2, num_attributes + 1), got {item_attributes.shape}."
+            )
+        bad = ~np.isin(item_attributes, (0, 1))
+        if bad.any():
+            item, attribute = np.argwhere(bad)[0]
+            raise ValueError(
+                f"item_attributes: a dense matrix must be 0/1; item {item}, attribute {attribute} "
+                f"is {item_attributes[item, attribute]!r}."
+            )
+        for item, attribute in np.argwhere(item_attributes):
+            rows[item].append(int(attribute))
+    elif isinstance(item_attributes, Mapping):
+        for key, attributes in item_attributes.items():
+            rows[_item_id(key, num_items)] = _attribute_ids(key, attributes, num_attributes)
+    elif isinstance(item_attributes, Sequence) and not isinstance(item_attributes, str):
+        if len(item_attributes) != num_items + 2:
+            raise ValueError(
+                f"item_attributes: a sequence indexed by item id needs num_items + 2 = "
+                f"{num_items + 2} entries, got {len(item_attributes)}."
+            )
+        for item, attributes in enumerate(item_attributes):
+            rows[item] = _attribute_ids(item, attributes or (), num_attributes)
+    else:
+        raise TypeError(
+            "item_attributes must be a mapping {item id: [attribute ids]}, a sequence indexed by "
+            f"item id, or a dense 0/1 matrix; got {type(item_attributes).__name__}."
+        )
+    for item in (0, num_items + 1):
+        if rows[item]:
+            raise ValueError(
+                f"item_attributes: item id {item} is padding/mask and cannot have attributes "
+                f"({rows[item]})."
+            )
+    if any(0 in row for row in rows):
+        item = next(i for i, row in enumerate(rows) if 0 in row)
+        raise ValueError(f"item_attributes: item {item} has attribute 0, which is unused.")
+    width = max(1, max(len(row) for row in rows))
+    table = np.zeros([num_items + 2, width], np.int32)
+    for item, row in enumerate(rows):
+        table[item, : len(row)] = row
+    return table
+
+
+def _item_id(key, num_items: int) -> int:
+    try:
+        item = int(key)
+    except (TypeError, ValueError):
+        raise ValueError(f"item_attributes: item key {key!r} is not an integer id.") from None
+    if isinstance(key, float) or not 1 <= item <= num_items:
+        raise ValueError(f"item_attributes: item id {key!r} is outside 1..{num_items}.")
+    return item
+
+
+def _attribute_ids(item, attributes, num_attributes: int) -> list:
+    ids = []
+    for attribute in attributes:
+        if not isinstance(attribute, numbers.Integral) or not 1 <= attribute <= num_attributes:
+            raise ValueError(
+                f"item_attributes: item {item} has attribute {attribute!r}; attribute ids must be "
+                f"integers in 1..{num_attributes}."
+            )
+        ids.append(int(attribute))
+    return sorted(set(ids))
+
+
+class S3RecPretrainer(tf.keras.Model):
+    """The S3-Rec pretraining model: a backbone encoder, the pretraining heads, four objectives.
+
+    Args:
+      encoder: the `S3RecEncoder` backbone (checkpoint it alone for fine-tuning).
+      heads: the `S3RecPretrainHeads` (attribute table, AAP/MAP/MIP/SP heads).
+      item_attributes: the item -> attributes lookup (see `attribute_id_table`); it is held as a
+        constant id table `[num_items + 2, K]` and the attribute targets of a position are looked
+        up from `pos_items` inside the model.
+      aap_weight, mip_weight, map_weight, sp_weight: total = Σ weight · objective.
+      head_positions: "gather" computes AAP only at real unmasked positions and MIP/MAP only at
+        masked ones (rows gathered with tf.where, so the shapes are data-dependent); "dense"
+        scores every position and zeroes the unwanted ones (static shapes); "auto" (default) =
+        "dense" when the model is compiled with jit_compile, "gather" otherwise. Under XLA,
+        data-dependent shapes are padded to their upper bound (so gathering saves nothing), and a
+        full-size training step with them did not finish within 400 s on CPU; without XLA,
+        "gather" is the faster (W=15: 61 vs 68 ms per step of 100 on 2 CPU cores).
+
+    Call / `compute_losses(batch, training)`: dict {"aap", "mip", "map", "sp"} of scalars (each the
+    objective's sum over the local batch divided by the global batch size).
+    `fit()` / `evaluate()` log `aap_loss`, `mip_loss`, `map_loss`, `sp_loss` and `loss` (the
+    weighted total) as means per example.
+    """
+
+    def __init__(
+        self,
+        encoder: S3RecEncoder,
+        heads: S3RecPretrainHeads,
+        item_attributes: ItemAttributes,
+        aap_weight: float = 1.0,
+        mip_weight: float = 0.2,
+        map_weight: float = 1.0,
+        sp_weight: float = 0.5,
+        head_positions: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if heads.hidden_size != encoder.hidden_size:
+            raise ValueError(
+                f"S3RecPretrainer: heads.hidden_size ({heads.hidden_size}) differs from "
+                f"encoder.hidden_size ({encoder.hidden_size})."
+            )
+        if head_positions not in HEAD_POSITIONS:
+            raise ValueError(
+                f"S3RecPretrainer: head_positions must be one of {HEAD_POSITIONS}, got "
+                f"{head_positions!r}."
+            )
+        self.encoder = encoder
+        self.heads = heads
+        self.head_positions = head_positions
+        self.objective_weights = {
+            "aap": float(aap_weight),
+            "mip": float(mip_weight),
+            "map": float(map_weight),
+            "sp": float(sp_weight),
+        }
+        self.item_attribute_ids = tf.constant(
+            attribute_id_table(item_attributes, encoder.num_items, heads.num_attributes)
+        )
+        self._trackers = _LossTrackers()
+        # Built now, in the constructor's (strategy) scope: the heads are used through their
+        # per-objective methods, which do not build them on first use the way __call__ would.
+        self.build()
+
+    @classmethod
+    def from_project_config(
+        cls,
+        config: Config,
+        num_items: int,
+        num_attributes: int,
+        item_attributes: ItemAttributes,
+        **kwargs,
+    ) -> "S3RecPretrainer":
+        """Builds the encoder, heads and objective weights from a validated `Config`.
+
+        (Not `from_config`: Keras reserves that name for rebuilding a model from `get_config()`.)
+        """
+        config.validate()
+        model = config.model
+        heads = S3RecPretrainHeads(
+            num_attributes=num_attributes,
+            hidden_size=model.hidden_size,
+            aap_rank=model.aap_rank,
+            map_rank=model.resolved_map_rank,
+            initializer_range=model.initializer_range,
+            name="heads",
+        )
+        pretrain = config.pretrain
+        return cls(
+            encoder_from_config(model, num_items),
+            heads,
+            item_attributes,
+            aap_weight=pretrain.aap_weight,
+            mip_weight=pretrain.mip_weight,
+            map_weight=pretrain.map_weight,
+            sp_weight=pretrain.sp_weight,
+            **kwargs,
+        )
+
+    def build(self, input_shape=None):
+        # Every weight shape follows from the constructor arguments (Model.build would insist on
+        # an input shape and trace call with placeholder inputs).
+        for layer in (self.encoder, self.heads):
+            if not layer.built:
+                with tf.name_scope(layer.name):  # as the layer's first call would name its weights
+                    layer.build(None)
+        self.built = True
+
+    @property
+    def metrics(self):
+        # Listed explicitly so that Keras resets them at each epoch.
+        return [*self._trackers.objectives, self._trackers.total]
+
+    def call(self, inputs, training=None):
+        return self.compute_losses(inputs, training=training)
+
+    def compute_losses(self, batch, training=None) -> dict:
+        """The four objectives, each its local sum / the global batch size."""
+        sums, local_batch = self._objective_sums(batch, training)
+        global_batch = _global_batch_size(local_batch)
+        return {name: sums[name] / global_batch for name in OBJECTIVES}
+
+    def total_loss(self, losses: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Σ weight · objective."""
+        return tf.add_n([self.objective_weights[name] * losses[name] for name in OBJECTIVES])
+
+    def train_step(self, data):
+        batch, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            sums, local_batch = self._objective_sums(batch, training=True)
+            global_batch = _global_batch_size(local_batch)
+            total = self.total_loss({name: sums[name] / global_batch for name in OBJECTIVES})
+        # minimize() handles loss scaling under a mixed-precision LossScaleOptimizer; the
+        # optimizer sums the gradients over replicas.
+        self.optimizer.minimize(total, self.trainable_variables, tape=tape)
+        return self._log(sums, local_batch)
+
+    def test_step(self, data):
+        batch, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+        sums, local_batch = self._objective_sums(batch, training=False)
+        return self._log(sums, local_batch)
+
+    def _log(self, sums, local_batch):
+        # Mean per example, weighted by the local batch size: the metric states are summed over
+        # replicas, so the logged value is the global per-example mean, partial batches included.
+        weight = tf.cast(local_batch, tf.float32)
+        for name, tracker in zip(OBJECTIVES, self._trackers.objectives):
+            tracker.update_state(tf.math.divide_no_nan(sums[name], weight), sample_weight=weight)
+        total = self.total_loss(sums)
+        self._trackers.total.update_state(
+            tf.math.divide_no_nan(total, weight), sample_weight=weight
+        )
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def _objective_sums(self, batch, training):
+        """Each objective's sum over this replica's batch (float32), and the local batch size."""
+        items, pos_items, neg_items, segments, pos_segments, neg_segments = _sequences(batch)
+        local_batch = tf.shape(items)[0]
+        hidden_size = self.encoder.hidden_size
+        hidden = tf.reshape(self.encoder(items, training=training), [-1, hidden_size])  # [B·W, d]
+        # SP needs only the last position of the three segment sequences: one encoder pass over
+        # them stacked along the batch axis, whose last block runs on the last position only.
+        last = self.encoder(
+            tf.concat([segments, pos_segments, neg_segments], axis=0),
+            training=training,
+            last_position_only=True,
+        )
+        last = tf.reshape(last, [3, -1, hidden_size])  # [3, B, d]
+
+        items = tf.reshape(items, [-1])
+        pos_items = tf.reshape(pos_items, [-1])
+        neg_items = tf.reshape(neg_items, [-1])
+        is_masked = tf.equal(items, self.encoder.mask_id)
+        is_item = tf.logical_and(tf.not_equal(items, 0), tf.logical_not(is_masked))
+
+        (aap_hidden, aap_items), aap_weight = self._rows(is_item, hidden, pos_items)
+        aap = self._attribute_bce(self.heads.aap_logits(aap_hidden), aap_items)
+
+        (masked_hidden, masked_pos, masked_neg), mask_weight = self._rows(
+            is_masked, hidden, pos_items, neg_items
+        )
+        map_ = self._attribute_bce(self.heads.map_logits(masked_hidden), masked_pos)
+        candidates = tf.gather(self.encoder.item_embeddings, tf.stack([masked_pos, masked_neg], -1))
+        mip = _difference_bce(self.heads.mip_logits(masked_hidden, candidates))
+
+        context, pos_segment, neg_segment = last[0], last[1], last[2]
+        sp = _difference_bce(self.heads.sp_logits(context, tf.stack([pos_segment, neg_segment], 1)))
+
+        sums = {
+            "aap": _weighted_sum(aap, aap_weight),
+            "mip": _weighted_sum(mip, mask_weight),
+            "map": _weighted_sum(map_, mask_weight),
+            "sp": tf.reduce_sum(sp),
+        }
+        return sums, local_batch
+
+    def _rows(self, selected, *tensors):
+        """The rows of `tensors` an objective needs: gathered, or all with a 0/1 selector."""
+        gather = self.head_positions == "gather" or (
+            self.head_positions == "auto" and not self.jit_compile
+        )
+        if gather:
+            index = tf.where(selected)[:, 0]
+            return [tf.gather(t, index) for t in tensors], None
+        return list(tensors), selected
+
+    def _attribute_bce(self, logits, items):
+        """Σ_a BCE(σ(logits[., a]), multi-hot(items)[., a]) per row: `[P, A]`, `[P]` -> `[P]`.
+
+        = Σ_a softplus(z_a) − Σ_{a in attributes(item)} z_a: the multi-hot targets are never
+        materialised; the item's attribute ids (0 = none) pick the positive logits.
+        """
+        logits = tf.cast(logits, tf.float32)
+        attribute_ids = tf.gather(self.item_attribute_ids, items)  # [P, K]
+        positive = tf.gather(logits, attribute_ids, batch_dims=1)  # [P, K]
+        positive = tf.where(attribute_ids > 0, positive, 0.0)
+        return tf.reduce_sum(tf.nn.softplus(logits), -1) - tf.reduce_sum(positive, -1)
+
+
+class _LossTrackers:
+    """The loss metrics, in a holder Keras does not track: as attributes of the model they would
+    count among its weights (get_weights, count_params, checkpoints), which are its parameters."""
+
+    def __init__(self):
+        self.objectives = [tf.keras.metrics.Mean(name=f"{name}_loss") for name in OBJECTIVES]
+        self.total = tf.keras.metrics.Mean(name="loss")
+
+
+def _difference_bce(logits):
+    """BCE(σ(σ(z_pos) − σ(z_neg)), 1) = softplus(σ(z_neg) − σ(z_pos)) for `[..., 2]` logits."""
+    scores = tf.sigmoid(tf.cast(logits, tf.float32))
+    return tf.nn.softplus(scores[..., 1] - scores[..., 0])
+
+
+def _weighted_sum(values, selected: Optional[tf.Tensor]):
+    if selected is None:
+        return tf.reduce_sum(values)
+    return tf.reduce_sum(tf.where(selected, values, 0.0))
+
+
+def _global_batch_size(local_batch):
+    """The batch size summed over replicas (the local one outside a replica context)."""
+    local_batch = tf.cast(local_batch, tf.float32)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return local_batch
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, local_batch)
+
+
+def _sequences(batch):
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"S3RecPretrainer expects a dict batch with keys {schema.PRETRAIN_SEQUENCES}, got "
+            f"{type(batch).__name__}."
+        )
+    missing = [name for name in schema.PRETRAIN_SEQUENCES if name not in batch]
+    if missing:
+        raise KeyError(
+            f"S3RecPretrainer: the batch lacks {missing}; it has {sorted(batch)}, needs "
+            f"{list(schema.PRETRAIN_SEQUENCES)}."
+        )
+    tensors = [tf.convert_to_tensor(batch[name]) for name in schema.PRETRAIN_SEQUENCES]
+    first = tensors[0]
+    for name, tensor in zip(schema.PRETRAIN_SEQUENCES, tensors):
+        if not tensor.dtype.is_integer or tensor.shape.rank != 2:
+            raise ValueError(
+                f"S3RecPretrainer: {name!r} must be an int tensor [batch, W], got {tensor.dtype} "
+                f"{tensor.shape}."
+            )
+        if not tensor.shape.is_compatible_with(first.shape):
+            raise ValueError(
+                f"S3RecPretrainer: {name!r} has shape {tensor.shape} but "
+                f"{schema.PRETRAIN_SEQUENCES[0]!r} has {first.shape}; all six sequences of a "
+                "batch share one padded width."
+            )
+    return tensors
