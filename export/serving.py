@@ -275,8 +275,11 @@ class S3RecServingModule(tf.Module):
 
         def encode_chunk(chunk, outputs):
             part = by_length[chunk * ENCODER_CHUNK_ROWS : (chunk + 1) * ENCODER_CHUNK_ROWS]
-            hidden = self.encoder(_left_padded(part), causal=True, training=False)
-            return chunk + 1, outputs.write(chunk, hidden[:, -1, :])
+            # The user embedding is the last position's output: the final block skips the rest.
+            last = self.encoder(
+                _left_padded(part), causal=True, training=False, last_position_only=True
+            )
+            return chunk + 1, outputs.write(chunk, last)
 
         _, outputs = tf.while_loop(
             lambda chunk, _: chunk < num_chunks,

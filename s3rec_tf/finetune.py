@@ -78,7 +78,8 @@ class S3RecRecommender(tf.keras.Model):
 
     def call(self, input_ids, training=None):
         """User representations: the last position's causal encoding, [batch, hidden]."""
-        return self.encoder(input_ids, causal=True, training=training)[:, -1, :]
+        # Only the last position is needed: its final block skips the other queries.
+        return self.encoder(input_ids, causal=True, training=training, last_position_only=True)
 
     def score_all(self, input_ids, training=None):
         """Next-item scores over every id 0..num_items + 1, [batch, num_items + 2]."""
