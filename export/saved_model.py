@@ -267,19 +267,10 @@ def _read_config(run_dir: str) -> config_lib.Config:
 
 def _read_run_metadata(run_dir: str) -> dict:
     path = posixpath.join(run_dir, DATA_METADATA_FILE)
-    metadata = _read_json(path)
-    missing = [key for key in schema.METADATA_KEYS if key not in metadata]
-    if missing:
-        raise ExportError(f"{path}: missing key(s) {missing}.")
-    if metadata["format_version"] != schema.FORMAT_VERSION:
-        raise ExportError(
-            f"{path}: data format version {metadata['format_version']}, but this code reads "
-            f"version {schema.FORMAT_VERSION}."
-        )
-    num_items = metadata["num_items"]
-    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
-        raise ExportError(f"{path}: num_items must be a positive integer, got {num_items!r}.")
-    return metadata
+    try:
+        return data_lib.check_metadata(_read_json(path), path)
+    except data_lib.DataError as e:
+        raise ExportError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:

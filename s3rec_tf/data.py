@@ -57,14 +57,22 @@ def read_metadata(data_dir: str) -> dict:
             metadata = json.load(f)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: not valid JSON ({e}).") from e
+    return check_metadata(metadata, path)
+
+
+def check_metadata(metadata: dict, source: str) -> dict:
+    """Checks the keys and the format version of a data directory's metadata (read from `source`)."""
     missing = [key for key in schema.METADATA_KEYS if key not in metadata]
     if missing:
-        raise DataError(f"{path}: missing key(s) {missing}.")
+        raise DataError(f"{source}: missing key(s) {missing}.")
     if metadata["format_version"] != schema.FORMAT_VERSION:
         raise DataError(
-            f"{path}: data format version {metadata['format_version']} but this code reads "
+            f"{source}: data format version {metadata['format_version']} but this code reads "
             f"version {schema.FORMAT_VERSION}; rerun beam_pipelines.preprocess with this version."
         )
+    num_items = metadata["num_items"]
+    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+        raise DataError(f"{source}: num_items must be a positive integer, got {num_items!r}.")
     return metadata
 
 
