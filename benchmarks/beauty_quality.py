@@ -117,7 +117,8 @@ def markdown(rows) -> str:
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("s3rec_tf").setLevel(logging.INFO)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="beam_pipelines.preprocess output for Beauty")
     p.add_argument("--runs", required=True, help="where the run directories go (outside the repo)")
