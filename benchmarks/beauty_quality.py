@@ -66,7 +66,8 @@ def run_row(name, args) -> dict:
     return {
         "name": name,
         "init": init,
-        "rank": "full" if rank is None else rank,
+        # SASRec has no attribute heads, so no rank.
+        "rank": None if init == "none" else ("full" if rank is None else rank),
         "loss": loss,
         "pretrain_epochs": config.pretrain.epochs if init == "pretrained" else (150 if init == "reference" else 0),
         "pretrain_budget": (
@@ -102,12 +103,12 @@ def markdown(rows) -> str:
         s, f = paper.get("sampled", {}), paper.get("full", {})
         fmt = lambda d, k: f"{d[k]:.4f}" if k in d else "–"  # noqa: E731
         lines.append(
-            f"| {name} | | | | 150 | {fmt(s, 'hr@10')} | {fmt(s, 'ndcg@10')} | {fmt(f, 'hr@10')} | {fmt(f, 'ndcg@10')} | | |"
+            f"| {name} | | | | {150 if name.startswith('S3-Rec') else 0} | {fmt(s, 'hr@10')} | {fmt(s, 'ndcg@10')} | {fmt(f, 'hr@10')} | {fmt(f, 'ndcg@10')} | | |"
         )
     for r in rows:
         s, f = r["test"]["sampled"], r["test"]["full"]
         lines.append(
-            f"| {r['name']} | {r['init']} | {r['rank']} | {r['loss']} | {r['pretrain_epochs']} | "
+            f"| {r['name']} | {r['init']} | {r['rank'] or '–'} | {r['loss']} | {r['pretrain_epochs']} | "
             f"{s['hr@10']:.4f} | {s['ndcg@10']:.4f} | {f['hr@10']:.4f} | {f['ndcg@10']:.4f} | "
             f"{r['finetune_epochs']} (best {r['best_epoch']}) | "
             f"{r['wall_seconds']['pretrain']:.0f} / {r['wall_seconds']['finetune']:.0f} |"
