@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 before tf.keras is touched)
-from keras_models.encoder import S3RecEncoder
 from s3rec_tf import config as config_lib
+from s3rec_tf import pretrain as pretrain_lib
 from s3rec_tf import schema
 
 
@@ -125,17 +125,8 @@ def write_run_dir(
     config_lib.save(config, os.path.join(run_dir, "config.json"))
 
     tf.keras.utils.set_random_seed(seed)
-    m = config.model
-    encoder = S3RecEncoder(
-        num_items=num_items,
-        max_seq_length=m.max_seq_length,
-        hidden_size=m.hidden_size,
-        num_layers=m.num_layers,
-        num_heads=m.num_heads,
-        dropout=m.dropout,
-        attention_dropout=m.attention_dropout,
-        initializer_range=m.initializer_range,
-    )
+    # The same constructor the training CLI uses, so the checkpoint matches what export rebuilds.
+    encoder = pretrain_lib.encoder_from_config(config.model, num_items)
     encoder.build(None)
     tf.train.Checkpoint(encoder=encoder).write(os.path.join(run_dir, "final", "encoder"))
     return {

@@ -10,22 +10,13 @@ import tensorflow as tf
 
 from beam_pipelines import parse, preprocess, raw_format, transforms
 from s3rec_tf import schema
+from tree_bytes import tree_bytes  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 # Files that depend only on the data and the seed; vocab files, metadata.json and dead letters
 # also depend on the input format.
 DATA_FILES_SUFFIXES = (schema.TFRECORD_SUFFIX, schema.SEQUENCES_FILE, schema.ITEM2ATTRIBUTES_FILE)
-
-
-def _files(directory):
-    out = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, directory)] = f.read()
-    return out
 
 
 def _metadata(directory):
@@ -102,7 +93,7 @@ def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
                 "num_pretrain_examples"):
         assert metadata[key] == reference[key], key
 
-    expected, written = _files(s3rec_out), _files(out)
+    expected, written = tree_bytes(s3rec_out), tree_bytes(out)
     data_files = [p for p in expected if p.endswith(DATA_FILES_SUFFIXES)]
     assert len(data_files) == 4 * 4 + 2
     for path in data_files:

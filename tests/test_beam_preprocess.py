@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from beam_pipelines import parse, preprocess, raw_format, transforms
 from s3rec_tf import schema
+from tree_bytes import tree_bytes  # noqa: E402
 
 BASE_USERS = 40
 NUM_ITEMS = 28
@@ -48,17 +49,6 @@ def s3rec_input(tmp_path_factory):
 
 def _run_job(*args):
     preprocess.run([str(a) for a in args])
-
-
-def _files(directory):
-    """{relative path: bytes} of every file under `directory`."""
-    out = {}
-    for root, _, names in os.walk(directory):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, directory)] = f.read()
-    return out
 
 
 def _parse(directory, prefix, features):
@@ -146,7 +136,7 @@ def test_s3rec_job(s3rec_input, tmp_path):
         metadata = json.load(f)
     assert set(schema.METADATA_KEYS) <= set(metadata)
     assert not any(path.exists() for path in stale)
-    assert len([p for p in _files(out) if p.endswith(".tfrecord")]) == 3 * (3 + 2)
+    assert len([p for p in tree_bytes(out) if p.endswith(".tfrecord")]) == 3 * (3 + 2)
     num_items = max(i for items in expected.values() for i in items)
     kept_items = {i for items in expected.values() for i in items}
     num_pretrain = sum(min(max(len(items) - 2, 0), 8) for items in expected.values())
@@ -217,7 +207,7 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
         )
         out = tmp_path / name
         _raw_job(raw, out)
-        outputs[name] = _files(out)
+        outputs[name] = tree_bytes(out)
         with open(out / schema.METADATA_FILE) as f:
             metadata = json.load(f)
         assert metadata["num_bad_records"] == raw.expected_bad_records
@@ -262,9 +252,9 @@ def test_deterministic_across_runner_parallelism(s3rec_input, tmp_path):
     out = tmp_path / "out"
     _raw_job(raw, out, "--dupe_factor", 2, "--num_shards", 3,
              "--direct_running_mode=multi_processing", "--direct_num_workers=2")
-    parallel = _files(out)
+    parallel = tree_bytes(out)
     _raw_job(raw, out, "--dupe_factor", 2, "--num_shards", 3, "--direct_num_workers=1")
-    single = _files(out)
+    single = tree_bytes(out)
     assert sorted(parallel) == sorted(single)
     assert len([p for p in single if p.endswith(".tfrecord")]) == 3 * (3 + 2)
     for path in single:
