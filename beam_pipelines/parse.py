@@ -160,7 +160,11 @@ class ReadFileLines(beam.DoFn):
 
 
 class _ParseLine(beam.DoFn):
-    """Common part of the line parsers: decoding, counters and dead letters."""
+    """Common part of the parsers: decoding, counters and dead letters.
+
+    A subclass defines `parse(path, line_no, text)`, a generator of outputs and dead letters for
+    one decoded line; undecodable bytes are dead-lettered here, before it is called.
+    """
 
     def __init__(self, kinds: tuple[str, ...]):
         self._counters = {k: Metrics.counter(METRICS_NAMESPACE, k) for k in kinds}
@@ -170,11 +174,17 @@ class _ParseLine(beam.DoFn):
         self._counters[kind].inc()
         return beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(path, line_no, kind, detail, record))
 
-    def _decode(self, raw: bytes) -> Optional[str]:
+    def process(self, element):
+        """(path, line number, bytes) -> what `parse` makes of the decoded text."""
+        yield from self._decode_and_parse(*element)
+
+    def _decode_and_parse(self, path: str, line_no: Optional[int], raw: bytes):
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return None
+            yield self._dead(path, line_no, UNDECODABLE_BYTES, "not valid UTF-8", raw)
+            return
+        yield from self.parse(path, line_no, text)
 
 
 def _single_line_id(value: Any) -> Optional[str]:
@@ -221,12 +231,7 @@ class ParseReviewLine(_ParseLine):
     def __init__(self):
         super().__init__(REVIEW_KINDS)
 
-    def process(self, element):
-        path, line_no, raw = element
-        text = self._decode(raw)
-        if text is None:
-            yield self._dead(path, line_no, UNDECODABLE_BYTES, "not valid UTF-8", raw)
-            return
+    def parse(self, path, line_no, text):
         try:
             record = json.loads(text)
         except ValueError as e:
@@ -306,12 +311,7 @@ class ParseMetaLine(_ParseLine):
     def __init__(self):
         super().__init__(META_KINDS)
 
-    def process(self, element):
-        path, line_no, raw = element
-        text = self._decode(raw)
-        if text is None:
-            yield self._dead(path, line_no, UNDECODABLE_BYTES, "not valid UTF-8", raw)
-            return
+    def parse(self, path, line_no, text):
         try:
             record = json.loads(text)
         except ValueError:
@@ -354,12 +354,7 @@ class ParseSequenceLine(_ParseLine):
     def __init__(self):
         super().__init__(S3REC_KINDS)
 
-    def process(self, element):
-        path, line_no, raw = element
-        text = self._decode(raw)
-        if text is None:
-            yield self._dead(path, line_no, UNDECODABLE_BYTES, "not valid UTF-8", raw)
-            return
+    def parse(self, path, line_no, text):
         ids = [_positive_int(t) for t in text.split()]
         if len(ids) < 2 or None in ids:
             detail = "expected 'user item item ...' with positive integer ids"
@@ -386,10 +381,9 @@ class ParseItemAttributesFile(_ParseLine):
                 raw = f.read()
             except (OSError, EOFError, gzip.BadGzipFile) as e:
                 raise OSError(f"Cannot read input file {path}: {e}") from e
-        text = self._decode(raw)
-        if text is None:
-            yield self._dead(path, None, UNDECODABLE_BYTES, "not valid UTF-8", raw)
-            return
+        yield from self._decode_and_parse(path, None, raw)
+
+    def parse(self, path, line_no, text):
         try:
             table = json.loads(text)
         except ValueError as e:

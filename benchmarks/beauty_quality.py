@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -35,7 +36,7 @@ PAPER = {
     },
 }
 
-# name -> (init, rank, loss, uses our pretraining)
+# name -> (init, rank, fine-tuning loss)
 ROWS = {
     "sasrec": ("none", None, "bce"),
     "s3rec_full": ("pretrained", None, "bce"),
@@ -43,10 +44,31 @@ ROWS = {
     "s3rec_r16_ce": ("pretrained", 16, "ce"),
     "reference": ("reference", None, "bce"),
 }
+# Rows that differ from another only in the fine-tuning loss fine-tune that row's pretrained
+# encoder: the pretraining would be the same run (same config and seed), hours of it.
+SHARED_PRETRAINING = {"s3rec_r16_ce": "s3rec_r16"}
+
+
+def _pretraining_of(name, args) -> dict:
+    """Where a row's encoder comes from and what its pretraining cost (epochs, wall time)."""
+    init = ROWS[name][0]
+    if init == "reference":
+        return {"init_from": args.reference, "source": None}
+    if init == "none":
+        return {"init_from": None, "source": None}
+    source = SHARED_PRETRAINING.get(name)
+    if source is None:
+        return {"init_from": None, "source": name}
+    run_dir = os.path.join(args.runs, source)
+    encoder = os.path.join(run_dir, train.PRETRAINED_ENCODER)
+    if not os.path.exists(os.path.join(run_dir, "results.json")) or not os.path.exists(encoder + ".index"):
+        sys.exit(f"error: row {name} fine-tunes the encoder pretrained by row {source}; run that row first ({run_dir} has no finished run).")
+    return {"init_from": encoder, "source": source}
 
 
 def run_row(name, args) -> dict:
     init, rank, loss = ROWS[name]
+    pretraining = _pretraining_of(name, args)
     config = config_lib.load(args.config).replace(
         **{
             "data.data_dir": args.data,
@@ -56,37 +78,59 @@ def run_row(name, args) -> dict:
             "finetune.epochs": args.finetune_epochs,
             "pretrain.epochs": args.pretrain_epochs,
             "no_pretrain": init == "none",
-            "init_from": args.reference if init == "reference" else None,
+            "init_from": pretraining["init_from"],
             "seed": args.seed,
         }
     ).validate()
     start = time.time()
     results = train.run(config, verbose=args.verbose)
     finetune = results["finetune"]
+    pretrain = {"epochs": 0, "seconds": 0.0, "timed_epochs": 0}
+    if pretraining["source"] is not None:
+        with open(os.path.join(args.runs, pretraining["source"], "results.json")) as f:
+            pretrain = json.load(f)["pretrain"]
     return {
         "name": name,
         "init": init,
         # SASRec has no attribute heads, so no rank.
         "rank": None if init == "none" else ("full" if rank is None else rank),
         "loss": loss,
-        "pretrain_epochs": config.pretrain.epochs if init == "pretrained" else (150 if init == "reference" else 0),
+        "pretrain_epochs": pretrain["epochs"] if init == "pretrained" else (150 if init == "reference" else 0),
         "pretrain_budget": (
             "the authors' released checkpoint (150 epochs of their pretraining)"
             if init == "reference"
-            else None
+            else _budget(pretraining["source"], pretrain)
         ),
+        "pretrained_by": pretraining["source"] if pretraining["source"] not in (None, name) else None,
         "finetune_epochs": finetune["epochs_run"],
         "best_epoch": finetune["best_epoch"],
         "wall_seconds": {
-            "pretrain": results["wall_seconds"]["pretrain"],
+            # Sums of epoch times over every chunk of the run (see ResumableTraining).
+            "pretrain": pretrain["seconds"],
+            "pretrain_timed_epochs": pretrain["timed_epochs"],
             "finetune": results["wall_seconds"]["finetune"],
             "total_this_invocation": time.time() - start,
         },
         "parameters": results["parameters"],
         "machine": machine(),
+        # Two rows were pretrained side by side, one thread each (more epochs per hour on 2 cores).
+        "tf_threads": {
+            "intra_op": os.environ.get("TF_NUM_INTRAOP_THREADS", "default"),
+            "inter_op": os.environ.get("TF_NUM_INTEROP_THREADS", "default"),
+        },
         "valid": results["valid"],
         "test": results["test"],
     }
+
+
+def _budget(source, pretrain) -> str | None:
+    if source is None:
+        return None
+    untimed = pretrain["epochs"] - pretrain["timed_epochs"]
+    return (
+        f"our pretraining, row {source}: {pretrain['epochs']} epochs, {pretrain['seconds'] / 3600:.1f} h of epoch time"
+        + (f" for {pretrain['timed_epochs']} of them ({untimed} ran before epochs were timed)" if untimed else "")
+    )
 
 
 def markdown(rows) -> str:
@@ -111,9 +155,14 @@ def markdown(rows) -> str:
             f"| {r['name']} | {r['init']} | {r['rank'] or '–'} | {r['loss']} | {r['pretrain_epochs']} | "
             f"{s['hr@10']:.4f} | {s['ndcg@10']:.4f} | {f['hr@10']:.4f} | {f['ndcg@10']:.4f} | "
             f"{r['finetune_epochs']} (best {r['best_epoch']}) | "
-            f"{r['wall_seconds']['pretrain']:.0f} / {r['wall_seconds']['finetune']:.0f} |"
+            f"{r['wall_seconds']['pretrain']:.0f}{' (shared)' if r.get('pretrained_by') else ''} / "
+            f"{r['wall_seconds']['finetune']:.0f} |"
         )
-    lines += ["", f"Machine: {rows[0]['machine'] if rows else machine()}.", ""]
+    lines += ["", "Pretraining of each row:", ""]
+    lines += [f"- {r['name']}: {r.get('pretrain_budget') or 'none'}." for r in rows]
+    lines += ["", "Machines:", ""]
+    lines += [f"- {r['name']}: {r['machine']}." for r in rows]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -141,6 +190,10 @@ def main(argv=None):
         existing = {r["name"]: r for r in json.load(open(args.report))["rows"]}
     for name in args.rows.split(","):
         existing[name] = run_row(name, args)
+        epoch_log = os.path.join(args.runs, name, "pretrain", train.EPOCH_LOG)
+        if os.path.exists(epoch_log):
+            # The pretraining curve (losses and seconds per epoch) goes beside the report.
+            shutil.copyfile(epoch_log, os.path.splitext(args.report)[0] + f"_{name}_pretrain_epochs.csv")
         rows = [existing[n] for n in ROWS if n in existing]
         os.makedirs(os.path.dirname(args.report), exist_ok=True)
         with open(args.report, "w") as f:

@@ -6,6 +6,10 @@ finished epoch left off. Keras' own BackupAndRestore does not fit here: pretrain
 input (a new masking duplicate) every epoch, which needs the restored epoch before `fit()` builds
 its dataset, and fine-tuning's early stopping must survive the kill too (best value, patience
 counter and best weights).
+
+It also keeps the wall time of the finished epochs in the checkpoint, so a run done in chunks
+(long pretraining, or a run resumed after a kill) reports the time of all its epochs, not only
+of the last invocation.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -78,7 +83,12 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
         self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
         self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="wait")
+        # Wall time of the finished epochs; timed_epochs < epoch when a checkpoint written before
+        # timing existed was resumed.
+        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+        self.timed_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="timed_epochs")
         self.stopped_early = False
+        self._epoch_start = None
 
     def attach(self, model: tf.keras.Model) -> int:
         """Restores the latest checkpoint into `model` (compiled) and returns the epochs done."""
@@ -90,6 +100,8 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             best=self.best,
             best_epoch=self.best_epoch,
             wait=self.wait,
+            seconds=self.seconds,
+            timed_epochs=self.timed_epochs,
         )
         self._manager = tf.train.CheckpointManager(
             checkpoint, worker_directory(self.directory, self.strategy), max_to_keep=self.max_to_keep
@@ -106,12 +118,21 @@ class ResumableTraining(tf.keras.callbacks.Callback):
     def best_path(self) -> str:
         return os.path.join(worker_directory(self.directory, self.strategy), "best")
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(loss):
             # TerminateOnNaN has stopped training; never checkpoint a broken model.
             return
+        if self._epoch_start is not None:
+            elapsed = time.time() - self._epoch_start
+            # Callbacks after this one (CSVLogger, TensorBoard, History) see the epoch's time.
+            logs["epoch_seconds"] = elapsed
+            self.seconds.assign_add(elapsed)
+            self.timed_epochs.assign_add(1)
         if self.monitor is not None:
             if self.monitor not in logs:
                 raise KeyError(
@@ -144,6 +165,11 @@ class ResumableTraining(tf.keras.callbacks.Callback):
     @property
     def epochs_done(self) -> int:
         return int(self.epoch.numpy())
+
+    @property
+    def total_seconds(self) -> float:
+        """Wall time of all finished epochs of this phase, over every invocation."""
+        return float(self.seconds.numpy())
 
     @property
     def best_epoch_number(self) -> int:

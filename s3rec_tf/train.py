@@ -35,6 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_RAW_DIR = os.path.join(REPO, "beam_pipelines", "sample_data")
 FINAL_ENCODER = "final/encoder"
 PRETRAINED_ENCODER = "pretrain/encoder"
+EPOCH_LOG = "epochs.csv"  # per phase: one row per finished epoch
 
 
 # ------------------------------------------------------------------------------------ the CLI
@@ -149,6 +150,18 @@ def _tensorboard(run_dir: str, phase: str) -> tf.keras.callbacks.Callback:
     return tf.keras.callbacks.TensorBoard(os.path.join(run_dir, "logs", phase), update_freq="epoch")
 
 
+def _phase_callbacks(state, run_dir: str, phase: str, strategy) -> list:
+    """TerminateOnNaN, checkpointing, then the logs that read the epoch's time from `state`."""
+    callbacks = [tf.keras.callbacks.TerminateOnNaN(), state, _tensorboard(run_dir, phase)]
+    if callbacks_lib.is_chief(strategy):
+        tf.io.gfile.makedirs(os.path.join(run_dir, phase))
+        # One row per finished epoch (losses, metrics, epoch_seconds), kept across resumes.
+        callbacks.append(
+            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, phase, EPOCH_LOG), append=True)
+        )
+    return callbacks
+
+
 def _write_json(path: str, value) -> None:
     tmp = path + ".tmp"
     with tf.io.gfile.GFile(tmp, "w") as f:
@@ -181,7 +194,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
             os.path.join(run_dir, "pretrain", "checkpoints"), strategy, stop_after_epoch=True
         )
         done = state.attach(model)
-    callbacks = [tf.keras.callbacks.TerminateOnNaN(), state, _tensorboard(run_dir, "pretrain")]
+    callbacks = _phase_callbacks(state, run_dir, "pretrain", strategy)
     start = time.time()
     history = {}
     for epoch in range(done, c.epochs):
@@ -202,7 +215,10 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
     return {
         "epochs": c.epochs,
         "resumed_at_epoch": done,
-        "seconds": time.time() - start,
+        "seconds_this_run": time.time() - start,
+        # Summed over every invocation (chunks, resumes after a kill), from the checkpoint.
+        "seconds": state.total_seconds,
+        "timed_epochs": int(state.timed_epochs.numpy()),
         "last_epoch": history,
         "parameters": parameter_counts(model),
     }
@@ -266,7 +282,7 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
             validation_data=valid_ds,
             initial_epoch=done,
             epochs=c.epochs,
-            callbacks=[tf.keras.callbacks.TerminateOnNaN(), state, _tensorboard(run_dir, "finetune")],
+            callbacks=_phase_callbacks(state, run_dir, "finetune", strategy),
             verbose=verbose,
         )
     train_seconds = time.time() - start
@@ -281,7 +297,9 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         "epochs_run": state.epochs_done,
         "best_epoch": state.best_epoch_number,
         "stopped_early": state.finished,
-        "seconds": train_seconds,
+        "seconds_this_run": train_seconds,
+        "seconds": state.total_seconds,
+        "timed_epochs": int(state.timed_epochs.numpy()),
         "valid": _by_protocol(valid),
         "test": _by_protocol(test),
         "parameters": int(sum(v.shape.num_elements() for v in model.trainable_variables)),

@@ -1,0 +1,52 @@
+"""benchmarks/beauty_quality.py on a toy dataset: rows, shared pretraining, the merged report."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from dataset_fixture import small_dataset  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import beauty_quality  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("data"))
+    small_dataset(out, num_users=60, num_items=40, max_seq_length=10)
+    return out
+
+
+def _main(data_dir, tmp_path, rows, *extra):
+    beauty_quality.main(
+        ["--data", data_dir, "--runs", str(tmp_path / "runs"), "--rows", rows, "--report",
+         str(tmp_path / "report.json"), "--pretrain_epochs", "2", "--finetune_epochs", "1",
+         "--verbose", "0", *extra]
+    )
+    return {r["name"]: r for r in json.load(open(tmp_path / "report.json"))["rows"]}
+
+
+@pytest.mark.slow
+def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
+    with pytest.raises(SystemExit, match="run that row first"):
+        _main(data_dir, tmp_path, "s3rec_r16_ce")
+    rows = _main(data_dir, tmp_path, "s3rec_r16,s3rec_r16_ce")
+    r16, ce = rows["s3rec_r16"], rows["s3rec_r16_ce"]
+    assert (r16["loss"], ce["loss"]) == ("bce", "ce") and r16["rank"] == ce["rank"] == 16
+    # The CE row ran no pretraining of its own: it reports the r16 row's.
+    assert ce["pretrained_by"] == "s3rec_r16" and r16["pretrained_by"] is None
+    assert not os.path.exists(tmp_path / "runs" / "s3rec_r16_ce" / "pretrain" / "checkpoints")
+    assert ce["pretrain_epochs"] == r16["pretrain_epochs"] == 2
+    assert ce["wall_seconds"]["pretrain"] == r16["wall_seconds"]["pretrain"] > 0
+    assert r16["wall_seconds"]["pretrain_timed_epochs"] == 2
+    assert "2 epochs" in ce["pretrain_budget"]
+    for row in (r16, ce):
+        for protocol in ("sampled", "full"):
+            assert 0.0 <= row["test"][protocol]["ndcg@10"] <= row["test"][protocol]["hr@10"] <= 1.0
+    curve = open(tmp_path / "report_s3rec_r16_pretrain_epochs.csv").read().splitlines()
+    assert curve[0].startswith("epoch,aap_loss,epoch_seconds") and len(curve) == 3
+    assert not os.path.exists(tmp_path / "report_s3rec_r16_ce_pretrain_epochs.csv")
+    table = open(tmp_path / "report.md").read()
+    assert "| s3rec_r16_ce | pretrained | 16 | ce | 2 |" in table and "(shared)" in table
