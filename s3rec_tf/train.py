@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain_batch_size", type=int)
     p.add_argument("--finetune_batch_size", type=int)
     p.add_argument("--no_pretrain", action="store_true", help="fine-tune from scratch (SASRec)")
-    p.add_argument("--init_from", help="encoder to fine-tune: a checkpoint prefix or the reference .npz")
+    p.add_argument(
+        "--init_from",
+        help="encoder to fine-tune: RUN_DIR/pretrain/encoder, a pretraining checkpoint "
+        "(RUN_DIR/pretrain/checkpoints/ckpt-N) or the reference .npz",
+    )
     p.add_argument("--loss", choices=["bce", "ce", "gbce"], help="fine-tuning loss")
     p.add_argument("--num_negatives", type=int, help="negatives per position (bce/gbce)")
     p.add_argument("--hidden_size", type=int)
@@ -244,7 +248,14 @@ def init_encoder(config, encoder, run_dir) -> str:
     if source.endswith(".npz"):
         reference_lib.load_reference_weights(source, encoder)
         return "reference"
-    tf.train.Checkpoint(encoder=encoder).read(source).assert_existing_objects_matched().expect_partial()
+    names = (name for name, _ in tf.train.list_variables(source))
+    if any(name.startswith("model/encoder/") for name in names):
+        # A pretraining checkpoint (RUN_DIR/pretrain/checkpoints/ckpt-N): its model's encoder,
+        # so fine-tuning can start from any finished pretraining epoch.
+        root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))
+    else:
+        root = tf.train.Checkpoint(encoder=encoder)
+    root.read(source).assert_existing_objects_matched().expect_partial()
     return "pretrained"
 
 

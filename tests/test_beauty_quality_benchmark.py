@@ -42,6 +42,7 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     assert ce["wall_seconds"]["pretrain"] == r16["wall_seconds"]["pretrain"] > 0
     assert r16["wall_seconds"]["pretrain_timed_epochs"] == 2
     assert "2 epochs" in ce["pretrain_budget"]
+    assert ce["objective_weights"] == r16["objective_weights"] == {"aap": 0.2, "mip": 1.0, "map": 1.0, "sp": 0.5}
     for row in (r16, ce):
         for protocol in ("sampled", "full"):
             assert 0.0 <= row["test"][protocol]["ndcg@10"] <= row["test"][protocol]["hr@10"] <= 1.0

@@ -73,6 +73,36 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     assert second["finetune"]["seconds"] == pytest.approx(sum(float(r["epoch_seconds"]) for r in finetune_log), rel=1e-6)
 
 
+def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from s3rec_tf import config as config_lib
+    from s3rec_tf import pretrain as pretrain_lib
+
+    run = tmp_path / "run"
+    train.main(_args(data_dir, run, "--pretrain_epochs", "2", "--finetune_epochs", "1"))
+    config = config_lib.load(str(run / "config.json"))
+    num_items = json.load(open(run / "data_metadata.json"))["num_items"]
+
+    def loaded(source):
+        encoder = pretrain_lib.encoder_from_config(config.model, num_items)
+        encoder(tf.zeros([1, 3], tf.int32))
+        assert train.init_encoder(config.replace(init_from=source), encoder, str(run)) == "pretrained"
+        return encoder.get_weights()
+
+    final = loaded(str(run / train.PRETRAINED_ENCODER))
+    epoch_2 = loaded(str(run / "pretrain" / "checkpoints" / "ckpt-2"))
+    epoch_1 = loaded(str(run / "pretrain" / "checkpoints" / "ckpt-1"))
+    assert len(final) == len(epoch_2) > 0
+    for a, b in zip(final, epoch_2):  # the last epoch's checkpoint holds the pretrained encoder
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(epoch_1, epoch_2))
+    # And the CLI fine-tunes from it without pretraining again.
+    results = train.main(_args(data_dir, tmp_path / "ft", "--init_from", str(run / "pretrain" / "checkpoints" / "ckpt-1"), "--finetune_epochs", "1"))
+    assert "pretrain" not in results and results["finetune"]["init"] == "pretrained"
+
+
 def _read_csv(path):
     import csv
 
