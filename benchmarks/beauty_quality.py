@@ -68,7 +68,10 @@ def _pretraining_of(name, args) -> dict:
     run_dir = os.path.join(args.runs, source)
     encoder = os.path.join(run_dir, train.PRETRAINED_ENCODER)
     if not os.path.exists(os.path.join(run_dir, "results.json")) or not os.path.exists(encoder + ".index"):
-        sys.exit(f"error: row {name} fine-tunes the encoder pretrained by row {source}; run that row first ({run_dir} has no finished run).")
+        sys.exit(
+            f"error: row {name} fine-tunes the encoder pretrained by row {source}; run that row "
+            f"first ({run_dir} has no finished run)."
+        )
     return {"init_from": encoder, "source": source}
 
 
@@ -94,8 +97,8 @@ def run_row(name, args) -> dict:
     pretrain = {"epochs": 0, "seconds": 0.0, "timed_epochs": 0}
     if pretraining["source"] is not None:
         with open(os.path.join(args.runs, pretraining["source"], "results.json")) as f:
-            source = json.load(f)
-        pretrain = dict(source["pretrain"], config=source["config"]["pretrain"])
+            source_results = json.load(f)
+        pretrain = dict(source_results["pretrain"], config=source_results["config"]["pretrain"])
     return {
         "name": name,
         "init": init,
@@ -125,7 +128,7 @@ def run_row(name, args) -> dict:
         },
         "parameters": results["parameters"],
         "machine": machine(),
-        # Two rows were pretrained side by side, one thread each (more epochs per hour on 2 cores).
+        # Thread settings change the epoch times (rows may pretrain side by side, one thread each).
         "tf_threads": {
             "intra_op": os.environ.get("TF_NUM_INTRAOP_THREADS", "default"),
             "inter_op": os.environ.get("TF_NUM_INTEROP_THREADS", "default"),
