@@ -6,8 +6,11 @@ DIR is the output of `beam_pipelines.preprocess --sequences Beauty.txt --item2at
 Beauty_item2attributes.json`. Every row is an ordinary `s3rec_tf.train` run in its own run
 directory, so an interrupted benchmark resumes where it stopped (rerun the same command), and a
 long pretraining can be given in chunks (--pretrain_epochs grows the budget; the run continues
-from its last checkpoint). Rows are merged into reports/beauty_quality.json (one row per name) and
-reports/beauty_quality.md.
+from its last checkpoint). The s3rec_r16_ce row fine-tunes the s3rec_r16 row's pretrained encoder:
+it can start once that row's pretraining has ended (RUN_DIR/pretrain/summary.json), beside that
+row's own fine-tuning. Rows are merged into reports/beauty_quality.json (one row per name) and
+reports/beauty_quality.md; processes running side by side should each write their own --report
+(the merge is read-modify-write), and rerunning a finished row only re-evaluates it.
 
 Pretraining uses configs/reference_weights.yaml unless --config says otherwise: the objective
 weights of the authors' code (AAP 0.2, MIP 1.0, MAP 1.0, SP 0.5), with which the paper's numbers
@@ -67,10 +70,11 @@ def _pretraining_of(name, args) -> dict:
         return {"init_from": None, "source": name}
     run_dir = os.path.join(args.runs, source)
     encoder = os.path.join(run_dir, train.PRETRAINED_ENCODER)
-    if not os.path.exists(os.path.join(run_dir, "results.json")) or not os.path.exists(encoder + ".index"):
+    # Only that row's pretraining must have finished: its fine-tuning may still be running.
+    if not os.path.exists(os.path.join(run_dir, train.PRETRAIN_SUMMARY)) or not os.path.exists(encoder + ".index"):
         sys.exit(
             f"error: row {name} fine-tunes the encoder pretrained by row {source}; run that row "
-            f"first ({run_dir} has no finished run)."
+            f"first ({run_dir} has no finished pretraining)."
         )
     return {"init_from": encoder, "source": source}
 
@@ -96,9 +100,11 @@ def run_row(name, args) -> dict:
     finetune = results["finetune"]
     pretrain = {"epochs": 0, "seconds": 0.0, "timed_epochs": 0}
     if pretraining["source"] is not None:
-        with open(os.path.join(args.runs, pretraining["source"], "results.json")) as f:
-            source_results = json.load(f)
-        pretrain = dict(source_results["pretrain"], config=source_results["config"]["pretrain"])
+        source_dir = os.path.join(args.runs, pretraining["source"])
+        with open(os.path.join(source_dir, train.PRETRAIN_SUMMARY)) as f:
+            summary = json.load(f)
+        source_config = config_lib.load(os.path.join(source_dir, "config.json"))
+        pretrain = dict(summary, config=source_config.to_dict()["pretrain"])
     return {
         "name": name,
         "init": init,

@@ -5,7 +5,8 @@
 
 The run directory (--output) holds the resolved config (config.json), a copy of the data's
 metadata (data_metadata.json), per-phase checkpoints and TensorBoard logs, the final encoder
-(final/encoder, a tf.train.Checkpoint(encoder=...)) and results.json. Rerunning the same command
+(final/encoder, a tf.train.Checkpoint(encoder=...)) and results.json; pretraining leaves its
+encoder (pretrain/encoder) and summary (pretrain/summary.json) as soon as it ends. Rerunning the same command
 after a kill continues from the last finished epoch of whichever phase was running.
 """
 
@@ -35,6 +36,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_RAW_DIR = os.path.join(REPO, "beam_pipelines", "sample_data")
 FINAL_ENCODER = "final/encoder"
 PRETRAINED_ENCODER = "pretrain/encoder"
+# Written with the pretrained encoder: what the pretraining cost, readable before fine-tuning ends
+# (another run can fine-tune the encoder meanwhile; results.json comes only after fine-tuning).
+PRETRAIN_SUMMARY = "pretrain/summary.json"
 EPOCH_LOG = "epochs.csv"  # per phase: one row per finished epoch
 
 
@@ -198,6 +202,11 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
             os.path.join(run_dir, "pretrain", "checkpoints"), strategy, stop_after_epoch=True
         )
         done = state.attach(model)
+    summary_path = os.path.join(run_dir, PRETRAIN_SUMMARY)
+    if done == c.epochs and tf.io.gfile.exists(summary_path):
+        # Finished by an earlier invocation: its summary (with the last epoch's losses) stands.
+        with tf.io.gfile.GFile(summary_path) as f:
+            return json.load(f)
     callbacks = _phase_callbacks(state, run_dir, "pretrain", strategy)
     start = time.time()
     history = {}
@@ -216,7 +225,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
     tf.train.Checkpoint(encoder=model.encoder).write(
         callbacks_lib.worker_directory(os.path.join(run_dir, PRETRAINED_ENCODER), strategy)
     )
-    return {
+    summary = {
         "epochs": c.epochs,
         "resumed_at_epoch": done,
         "seconds_this_run": time.time() - start,
@@ -226,6 +235,9 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         "last_epoch": history,
         "parameters": parameter_counts(model),
     }
+    if callbacks_lib.is_chief(strategy):
+        _write_json(summary_path, summary)
+    return summary
 
 
 def parameter_counts(model) -> dict:

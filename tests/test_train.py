@@ -71,6 +71,14 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     assert [int(r["epoch"]) for r in finetune_log] == [0, 1]
     assert "val_sampled_mrr" in finetune_log[0]
     assert second["finetune"]["seconds"] == pytest.approx(sum(float(r["epoch_seconds"]) for r in finetune_log), rel=1e-6)
+    # The pretraining summary is on disk once pretraining ends; a rerun of a finished
+    # pretraining keeps it (last epoch's losses included) instead of an empty one.
+    summary = json.load(open(run / train.PRETRAIN_SUMMARY))
+    assert summary == json.loads(json.dumps(second["pretrain"]))
+    assert summary["last_epoch"]["mip_loss"] > 0
+    third = train.main(_args(data_dir, run, "--pretrain_epochs", "3", "--finetune_epochs", "2"))
+    assert third["pretrain"] == summary
+    assert len(_read_csv(run / "pretrain" / "epochs.csv")) == 3
 
 
 def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path):
