@@ -10,7 +10,8 @@ from its last checkpoint). The s3rec_r16_ce row fine-tunes the s3rec_r16 row's p
 it can start once that row's pretraining has ended (RUN_DIR/pretrain/summary.json), beside that
 row's own fine-tuning. Rows are merged into reports/beauty_quality.json (one row per name) and
 reports/beauty_quality.md; processes running side by side should each write their own --report
-(the merge is read-modify-write), and rerunning a finished row only re-evaluates it.
+(the merge is read-modify-write) and `--merge` their reports into one afterwards; rerunning a
+finished row only re-evaluates it.
 
 Pretraining uses configs/reference_weights.yaml unless --config says otherwise: the objective
 weights of the authors' code (AAP 0.2, MIP 1.0, MAP 1.0, SP 0.5), with which the paper's numbers
@@ -198,8 +199,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("s3rec_tf").setLevel(logging.INFO)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="beam_pipelines.preprocess output for Beauty")
-    p.add_argument("--runs", required=True, help="where the run directories go (outside the repo)")
+    p.add_argument("--data", help="beam_pipelines.preprocess output for Beauty")
+    p.add_argument("--runs", help="where the run directories go (outside the repo)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
     p.add_argument("--reference", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "reference", "s3rec_reference_beauty.npz"))
     p.add_argument(
@@ -214,26 +215,55 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--verbose", type=int, default=2)
     p.add_argument("--report", default=os.path.join(REPORTS, "beauty_quality.json"))
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="REPORT",
+        help="run nothing: merge the rows of these reports (each written by rows run side by side "
+        "with their own --report) and their pretraining curves into --report",
+    )
     args = p.parse_args(argv)
     unknown = set(args.rows.split(",")) - set(ROWS)
     if unknown:
         p.error(f"unknown rows {sorted(unknown)}; known: {list(ROWS)}")
+    if not args.merge and not (args.data and args.runs):
+        p.error("--data and --runs are required unless --merge is given")
 
     existing = {}
     if os.path.exists(args.report):
         existing = {r["name"]: r for r in json.load(open(args.report))["rows"]}
+    if args.merge:
+        for source in args.merge:
+            if not os.path.exists(source):
+                p.error(f"--merge: {source} does not exist")
+            for row in json.load(open(source))["rows"]:
+                existing[row["name"]] = row
+                curve = _curve_path(source, row["name"])
+                if os.path.exists(curve):
+                    shutil.copyfile(curve, _curve_path(args.report, row["name"]))
+        _write_report(args.report, existing)
+        return
     for name in args.rows.split(","):
         existing[name] = run_row(name, args)
         epoch_log = os.path.join(args.runs, name, "pretrain", train.EPOCH_LOG)
         if os.path.exists(epoch_log):
             # The pretraining curve (losses and seconds per epoch) goes beside the report.
-            shutil.copyfile(epoch_log, os.path.splitext(args.report)[0] + f"_{name}_pretrain_epochs.csv")
-        rows = [existing[n] for n in ROWS if n in existing]
-        os.makedirs(os.path.dirname(args.report), exist_ok=True)
-        with open(args.report, "w") as f:
-            json.dump({"paper": PAPER, "rows": rows}, f, indent=2)
-        with open(os.path.splitext(args.report)[0] + ".md", "w") as f:
-            f.write(markdown(rows))
+            shutil.copyfile(epoch_log, _curve_path(args.report, name))
+        _write_report(args.report, existing)
+
+
+def _curve_path(report: str, name: str) -> str:
+    return os.path.splitext(report)[0] + f"_{name}_pretrain_epochs.csv"
+
+
+def _write_report(report: str, rows_by_name: dict) -> None:
+    """The report's JSON and markdown table, rows in the order of ROWS."""
+    rows = [rows_by_name[n] for n in ROWS if n in rows_by_name]
+    os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
+    with open(report, "w") as f:
+        json.dump({"paper": PAPER, "rows": rows}, f, indent=2)
+    with open(os.path.splitext(report)[0] + ".md", "w") as f:
+        f.write(markdown(rows))
 
 
 if __name__ == "__main__":

@@ -192,3 +192,38 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             self.monitor,
             float(self.best.numpy()),
         )
+
+
+class EpochLog(tf.keras.callbacks.CSVLogger):
+    """`CSVLogger` in append mode whose columns stay those of the file's first header.
+
+    Two tf-keras behaviours make its CSV misleading in a run done in chunks: a fit without
+    validation data gets invented `val_*` columns full of `NA`, and a resumed run writes its own
+    keys under the header already in the file (shifted columns if the keys differ, e.g. an
+    objective switched on). Here the columns are the existing header's, or the first epoch's own
+    log keys in a new file; keys the header lacks are left out with a warning, not shifted in.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = self._header() or sorted(logs)
+            extra = sorted(set(logs) - set(self.keys))
+            if extra:
+                logger.warning(
+                    "%s: its header has no column for %s; those values are not written to it.",
+                    self.filename,
+                    extra,
+                )
+        super().on_epoch_end(epoch, logs)
+
+    def _header(self) -> list:
+        """The existing file's columns after `epoch`; [] for a new or empty file."""
+        if not (self.append and tf.io.gfile.exists(self.filename)):
+            return []
+        with tf.io.gfile.GFile(self.filename, "r") as f:
+            columns = f.readline().rstrip("\r\n").split(self.sep)
+        if columns[0] != "epoch" and columns != [""]:
+            logger.warning("%s does not start with an epoch log header; appending without one.", self.filename)
+            return []
+        return columns[1:]

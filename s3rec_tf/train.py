@@ -164,9 +164,7 @@ def _phase_callbacks(state, run_dir: str, phase: str, strategy) -> list:
     if callbacks_lib.is_chief(strategy):
         tf.io.gfile.makedirs(os.path.join(run_dir, phase))
         # One row per finished epoch (losses, metrics, epoch_seconds), kept across resumes.
-        callbacks.append(
-            tf.keras.callbacks.CSVLogger(os.path.join(run_dir, phase, EPOCH_LOG), append=True)
-        )
+        callbacks.append(callbacks_lib.EpochLog(os.path.join(run_dir, phase, EPOCH_LOG), append=True))
     return callbacks
 
 

@@ -19,13 +19,13 @@ def data_dir(tmp_path_factory):
     return out
 
 
-def _main(data_dir, tmp_path, rows, *extra):
+def _main(data_dir, tmp_path, rows, report="report.json"):
     beauty_quality.main(
         ["--data", data_dir, "--runs", str(tmp_path / "runs"), "--rows", rows, "--report",
-         str(tmp_path / "report.json"), "--pretrain_epochs", "2", "--finetune_epochs", "1",
-         "--verbose", "0", *extra]
+         str(tmp_path / report), "--pretrain_epochs", "2", "--finetune_epochs", "1",
+         "--verbose", "0"]
     )
-    return {r["name"]: r for r in json.load(open(tmp_path / "report.json"))["rows"]}
+    return {r["name"]: r for r in json.load(open(tmp_path / report))["rows"]}
 
 
 @pytest.mark.slow
@@ -36,7 +36,12 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     # Only the r16 row's pretraining must be over (its summary and encoder), not its fine-tuning:
     # the CE row can fine-tune beside it.
     os.remove(tmp_path / "runs" / "s3rec_r16" / "results.json")
-    rows = _main(data_dir, tmp_path, "s3rec_r16_ce")
+    # Side by side, each process writes its own report; --merge joins them afterwards.
+    ce_only = _main(data_dir, tmp_path, "s3rec_r16_ce", report="ce.json")
+    assert list(ce_only) == ["s3rec_r16_ce"]
+    beauty_quality.main(["--merge", str(tmp_path / "ce.json"), "--report", str(tmp_path / "report.json")])
+    rows = {r["name"]: r for r in json.load(open(tmp_path / "report.json"))["rows"]}
+    assert list(rows) == ["s3rec_r16", "s3rec_r16_ce"] and rows["s3rec_r16_ce"] == ce_only["s3rec_r16_ce"]
     r16, ce = rows["s3rec_r16"], rows["s3rec_r16_ce"]
     assert (r16["loss"], ce["loss"]) == ("bce", "ce") and r16["rank"] == ce["rank"] == 16
     # The CE row ran no pretraining of its own: it reports the r16 row's.
@@ -55,3 +60,13 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "report_s3rec_r16_ce_pretrain_epochs.csv")
     table = open(tmp_path / "report.md").read()
     assert "| s3rec_r16_ce | pretrained | 16 | ce | 2 |" in table and "(shared)" in table
+    assert "| s3rec_r16 | pretrained | 16 | bce | 2 |" in table
+
+
+def test_merge_needs_existing_reports_and_run_needs_data(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        beauty_quality.main(["--merge", str(tmp_path / "missing.json"), "--report", str(tmp_path / "r.json")])
+    assert "missing.json does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        beauty_quality.main(["--rows", "sasrec"])
+    assert "--data and --runs are required" in capsys.readouterr().err

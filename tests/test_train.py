@@ -62,6 +62,7 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     epoch_log = _read_csv(run / "pretrain" / "epochs.csv")
     assert [int(r["epoch"]) for r in epoch_log] == [0, 1, 2]
     assert {"aap_loss", "mip_loss", "map_loss", "sp_loss", "epoch_seconds"} <= set(epoch_log[0])
+    assert not [k for k in epoch_log[0] if k.startswith("val_")]  # pretraining has no validation
     seconds = [float(r["epoch_seconds"]) for r in epoch_log]
     assert second["pretrain"]["timed_epochs"] == 3
     assert second["pretrain"]["seconds"] == pytest.approx(sum(seconds), rel=1e-6)
