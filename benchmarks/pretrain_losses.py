@@ -82,7 +82,11 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="beam_pipelines.preprocess output for Beauty")
-    p.add_argument("--reference", default=os.path.join(REPO, "..", "shared", "reference", "s3rec_reference_beauty.npz"))
+    p.add_argument(
+        "--reference",
+        default=os.path.join(REPO, "..", "shared", "reference", "s3rec_reference_beauty.npz"),
+        help="the authors' weights (Beauty only); '' leaves that row out",
+    )
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT", help="a pretraining checkpoint prefix")
     p.add_argument("--report", default=os.path.join(REPO, "reports", "beauty_pretrain_losses.json"))
     args = p.parse_args(argv)
@@ -95,16 +99,20 @@ def main(argv=None):
 
     metadata = data_lib.read_metadata(args.data)
     item_attributes = data_lib.load_item_attributes(args.data, metadata["num_items"], metadata["num_attributes"])
-    reference_config = config_lib.load("reference_weights").replace(**{"data.data_dir": args.data})
-    rows = [
-        {
-            "name": "reference (the authors' released model)",
-            "rank": "full",
-            "objective_weights": _weights(reference_config),
-            "epochs": 150,
-            "losses": evaluate(reference_config, args.data, metadata, item_attributes, args.reference),
-        }
-    ]
+    rows = []
+    if args.reference:
+        if not os.path.exists(args.reference):
+            p.error(f"--reference {args.reference} does not exist ('' leaves the reference row out)")
+        reference_config = config_lib.load("reference_weights").replace(**{"data.data_dir": args.data})
+        rows.append(
+            {
+                "name": "reference (the authors' released model)",
+                "rank": "full",
+                "objective_weights": _weights(reference_config),
+                "epochs": 150,
+                "losses": evaluate(reference_config, args.data, metadata, item_attributes, args.reference),
+            }
+        )
     for name, path in named:
         config = _run_config(path).replace(**{"data.data_dir": args.data})
         rows.append(
