@@ -7,6 +7,9 @@ import pytest
 import keras_models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tests that start Python subprocesses (distributed workers, a killed training run, a fresh
+# serving process) must import this checkout's code, whether or not it is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 SHARED = os.environ.get("S3REC_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
 BEAUTY_DIR = os.path.join(SHARED, "data", "beauty")
 REFERENCE_NPZ = os.path.join(SHARED, "reference", "s3rec_reference_beauty.npz")
