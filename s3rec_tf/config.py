@@ -68,6 +68,12 @@ class FinetuneConfig:
     loss: str = "bce"  # bce (reference) | ce (full softmax) | gbce
     num_negatives: int = 1  # negatives per position for bce/gbce
     gbce_t: float = 0.75  # gBCE calibration parameter t (gSASRec)
+    # What a batch's loss sum is divided by. "dataset" (the reference's objective): the expected
+    # number of target positions in a batch (batch size x the training users' mean), so every
+    # target position weighs the same, as in the reference's randomly composed batches. "batch":
+    # the batch's own number of target positions; with length-bucketed batches that gives every
+    # batch the same weight, i.e. the positions of short histories far more than long ones.
+    loss_normalizer: str = "dataset"
     patience: int = 10
     monitor: str = "sampled_mrr"  # validation metric for early stopping (higher is better)
     # Full-ranking protocol: leave the user's history items out of the ranking (RecBole's default
@@ -136,6 +142,12 @@ class Config:
         _require(f.loss in ("bce", "ce", "gbce"), "finetune.loss", f.loss, "must be bce, ce or gbce")
         _require(
             f.num_negatives > 0, "finetune.num_negatives", f.num_negatives, "must be positive"
+        )
+        _require(
+            f.loss_normalizer in ("dataset", "batch"),
+            "finetune.loss_normalizer",
+            f.loss_normalizer,
+            "must be dataset or batch",
         )
         _require(
             self.strategy in ("default", "mirrored", "multi_worker"),

@@ -271,6 +271,24 @@ def sample_negatives(
     return samples
 
 
+def mean_finetune_targets(data_dir: str, max_seq_length: int) -> float:
+    """Mean number of target positions per fine-tuning example (see `finetune_train_dataset`).
+
+    A batch of B random users holds about B times this many targets: the normalizer that gives
+    length-bucketed batches the reference's per-position weighting.
+    """
+    examples = _parsed(data_dir, schema.split_prefix("train"), schema.TRAIN_FEATURES)
+    total = users = 0
+    for batch in examples.batch(8192):
+        lengths = batch[schema.HISTORY].row_lengths().numpy()
+        lengths = lengths[lengths >= 2]  # as finetune_train_dataset: one target at least
+        total += int(np.minimum(lengths, max_seq_length + 1).sum() - len(lengths))
+        users += len(lengths)
+    if not users:
+        raise DataError(f"{data_dir}: no training user has two or more items to fine-tune on.")
+    return total / users
+
+
 def finetune_train_dataset(
     data_dir: str,
     num_items: int,

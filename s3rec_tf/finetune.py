@@ -12,7 +12,12 @@ computed from logits:
   * ce   full-softmax cross-entropy over items 1..N (padding and mask id excluded).
 
 Each loss is a sum over target positions divided by the number of target positions in the
-GLOBAL batch (all replicas), so the gradient is the same whatever the number of replicas.
+GLOBAL batch (all replicas), so the gradient is the same whatever the number of replicas: the
+batch's own count, or (`targets_per_example` given) the global batch size times the data's mean
+targets per example. The latter is the reference's objective: its batches are random users, whose
+count is about that, so every target position weighs the same. Our batches are bucketed by length,
+and dividing by their own count would weigh a position of a batch of short histories (2 targets
+per user) 20 times one of long histories (40 per user).
 `test_step` updates the ranking metrics of `s3rec_tf.metrics` under both protocols.
 """
 
@@ -42,6 +47,8 @@ class S3RecRecommender(tf.keras.Model):
       loss: "bce" | "gbce" | "ce".
       gbce_t: gBCE calibration parameter t in [0, 1] (1 = fully calibrated).
       exclude_history: full-ranking protocol leaves out the user's history items when True.
+      targets_per_example: the training data's mean number of target positions per example
+        (`data.mean_finetune_targets`); None divides each batch's loss by its own count.
 
     Batches (see `s3rec_tf.data`): training {input_ids [B, W], target_ids [B, W],
     negative_ids [B, W, k]}; evaluation {input_ids [B, W], target [B], negatives [B, 99],
@@ -54,6 +61,7 @@ class S3RecRecommender(tf.keras.Model):
         loss: str = "bce",
         gbce_t: float = 0.75,
         exclude_history: bool = False,
+        targets_per_example: Optional[float] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,6 +71,9 @@ class S3RecRecommender(tf.keras.Model):
         self.loss_name = loss
         self.gbce_t = gbce_t
         self.exclude_history = exclude_history
+        if targets_per_example is not None and not targets_per_example > 0:
+            raise ValueError(f"targets_per_example must be positive, not {targets_per_example!r}.")
+        self.targets_per_example = targets_per_example
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.ranking_metrics = metrics_lib.ranking_metrics("sampled") + metrics_lib.ranking_metrics(
             "full"
@@ -123,13 +134,19 @@ class S3RecRecommender(tf.keras.Model):
     def train_step(self, batch):
         with tf.GradientTape() as tape:
             loss_sum, count = self.compute_loss_terms(batch, training=True)
-            # The mean over the target positions of the global batch.
-            loss = loss_sum / tf.maximum(global_sum(count), 1.0)
+            loss = loss_sum / tf.maximum(self._normalizer(batch, count), 1.0)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
         # Mean over all positions seen, weighted by this replica's count.
         self.loss_tracker.update_state(loss_sum / tf.maximum(count, 1.0), sample_weight=count)
         return {"loss": self.loss_tracker.result()}
+
+    def _normalizer(self, batch, count):
+        """The global batch's number of target positions: counted, or expected (see above)."""
+        if self.targets_per_example is None:
+            return global_sum(count)
+        examples = tf.cast(tf.shape(batch[data_lib.INPUT_IDS])[0], count.dtype)
+        return global_sum(examples) * self.targets_per_example
 
     # ----------------------------------------------------------------------------- evaluation
 
@@ -156,14 +173,32 @@ class S3RecRecommender(tf.keras.Model):
             "loss": self.loss_name,
             "gbce_t": self.gbce_t,
             "exclude_history": self.exclude_history,
+            "targets_per_example": self.targets_per_example,
         }
 
 
-def build_recommender(config, encoder) -> S3RecRecommender:
-    """The recommender of a Config (loss and protocol switches from config.finetune)."""
+def build_recommender(config, encoder, targets_per_example: Optional[float] = None) -> S3RecRecommender:
+    """The recommender of a Config (loss and protocol switches from config.finetune).
+
+    targets_per_example: the data's mean (`data.mean_finetune_targets`), used when
+    config.finetune.loss_normalizer is "dataset", where it is required.
+    """
     f = config.finetune
+    if f.loss_normalizer == "dataset":
+        if targets_per_example is None:
+            raise ValueError(
+                'finetune.loss_normalizer "dataset" needs targets_per_example '
+                "(data.mean_finetune_targets of the training data)."
+            )
+    else:
+        targets_per_example = None
     return S3RecRecommender(
-        encoder, loss=f.loss, gbce_t=f.gbce_t, exclude_history=f.exclude_history, name="s3rec"
+        encoder,
+        loss=f.loss,
+        gbce_t=f.gbce_t,
+        exclude_history=f.exclude_history,
+        targets_per_example=targets_per_example,
+        name="s3rec",
     )
 
 

@@ -132,6 +132,23 @@ def test_finetune_train_batches(dataset):
     assert first_epoch_negatives != second  # resampled every epoch
 
 
+@pytest.mark.parametrize("max_seq_length", [3, 10])
+def test_mean_finetune_targets_counts_the_targets_of_the_training_batches(dataset, max_seq_length):
+    out, metadata, sequences = dataset
+    train_parts = [s[:-2] for s in sequences.values() if len(s[:-2]) >= 2]
+    want = np.mean([min(len(p), max_seq_length + 1) - 1 for p in train_parts])
+    got = data_lib.mean_finetune_targets(out, max_seq_length)
+    np.testing.assert_allclose(got, want)
+    ds = data_lib.finetune_train_dataset(
+        out, metadata["num_items"], batch_size=8, max_seq_length=max_seq_length, num_negatives=1, seed=0
+    )
+    targets = examples = 0
+    for batch in ds:
+        targets += int(tf.math.count_nonzero(batch[data_lib.TARGET_IDS]))
+        examples += int(batch[data_lib.TARGET_IDS].shape[0])
+    np.testing.assert_allclose(got, targets / examples)
+
+
 def test_eval_dataset(dataset):
     out, metadata, sequences = dataset
     for split, cut in (("valid", -2), ("test", -1)):

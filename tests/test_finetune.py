@@ -86,6 +86,45 @@ def test_bce_with_one_negative_is_the_reference_formula():
     np.testing.assert_allclose(float(loss_sum / count), want, rtol=1e-5)
 
 
+def test_dataset_normalizer_weighs_each_target_position_the_same():
+    """With targets_per_example t, a step follows the gradient of loss_sum / (batch size * t),
+    whatever the batch's own number of targets (the reference's objective)."""
+    num_items, t = 30, 2.5
+    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    model = finetune_lib.S3RecRecommender(encoder, loss="bce", targets_per_example=t)
+    batch = _batch(np.random.default_rng(2), num_items, batch=5)
+    model(batch[data_lib.INPUT_IDS])
+    with tf.GradientTape() as tape:
+        loss_sum, count = model.compute_loss_terms(batch, training=False)
+        want_loss = loss_sum / (5 * t)
+    assert float(count) != 5 * t  # the two normalizers differ on this batch
+    gradients = tape.gradient(want_loss, model.trainable_variables)
+    before = [v.numpy() for v in model.trainable_variables]
+    model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0))
+    model.train_step(batch)
+    for g, b, v in zip(gradients, before, model.trainable_variables):
+        np.testing.assert_allclose(b - v.numpy(), tf.convert_to_tensor(g).numpy(), rtol=1e-4, atol=1e-7)
+    # Its logged loss stays the mean per target position seen.
+    np.testing.assert_allclose(float(model.loss_tracker.result()), float(loss_sum / count), rtol=1e-5)
+
+
+def test_build_recommender_needs_the_data_mean_for_the_dataset_normalizer():
+    from s3rec_tf import config as config_lib
+
+    encoder = S3RecEncoder(10, max_seq_length=4, hidden_size=8, num_heads=2)
+    config = config_lib.Config()
+    assert config.finetune.loss_normalizer == "dataset"
+    with pytest.raises(ValueError, match="targets_per_example"):
+        finetune_lib.build_recommender(config, encoder)
+    assert finetune_lib.build_recommender(config, encoder, 3.0).targets_per_example == 3.0
+    batch_config = config.replace(**{"finetune.loss_normalizer": "batch"}).validate()
+    assert finetune_lib.build_recommender(batch_config, encoder, 3.0).targets_per_example is None
+    with pytest.raises(config_lib.ConfigError, match="finetune.loss_normalizer"):
+        config.replace(**{"finetune.loss_normalizer": "mean"}).validate()
+    with pytest.raises(ValueError, match="positive"):
+        finetune_lib.S3RecRecommender(encoder, targets_per_example=0.0)
+
+
 def test_scores_are_last_position_times_item_table():
     encoder = S3RecEncoder(20, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
     model = finetune_lib.S3RecRecommender(encoder)
