@@ -13,6 +13,7 @@ after a kill continues from the last finished epoch of whichever phase was runni
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -337,6 +338,27 @@ def _by_protocol(metrics: dict) -> dict:
     return grouped
 
 
+@contextlib.contextmanager
+def seeded_dropout_under_xla(jit_compile: bool):
+    """Makes the dropout of layers built inside reproducible under XLA.
+
+    Keras 2 dropout draws from TF1 random ops, whose seeds XLA ignores ("Using tf.random.uniform
+    with XLA compilation will ignore seeds"): two jit-compiled runs with one seed would differ.
+    Layers built here draw from seeded tf.random.Generator states instead, which XLA honours
+    (their state is in no checkpoint or weight list). Without XLA the default ops stay, so runs
+    made before this switch existed reproduce exactly.
+    """
+    experimental = tf.keras.backend.experimental
+    if not jit_compile or experimental.is_tf_random_generator_enabled():
+        yield
+        return
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        experimental.disable_tf_random_generator()
+
+
 def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: int = 1) -> dict:
     """Runs every phase for a validated config; returns (and writes) results.json."""
     if config.data.data_dir is None:
@@ -362,6 +384,14 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
         saved_model.check_output_dir(export_dir)  # before hours of training, not after
 
     strategy = make_strategy(config.strategy)
+    if config.jit_compile and strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU"):
+        # XLA compiles each step for one CPU device, which cannot reach the other replicas'
+        # variables: the first step would fail after the data and model were set up.
+        raise config_lib.ConfigError(
+            f"jit_compile with {strategy.num_replicas_in_sync} CPU replicas: XLA cannot reach "
+            "variables on other CPU devices (https://www.tensorflow.org/xla/known_issues"
+            "#tfvariable_on_a_different_device). Drop --jit_compile, or run the replicas on GPUs."
+        )
     tf.keras.utils.set_random_seed(config.seed)
     run_dir = config.output_dir
     tf.io.gfile.makedirs(run_dir)
@@ -377,9 +407,10 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
     )
 
     results: dict = {"config": config.to_dict(), "data": metadata}
-    if pretraining:
-        results["pretrain"] = pretrain(config, metadata, strategy, run_dir, verbose)
-    results["finetune"] = finetune(config, metadata, strategy, run_dir, verbose)
+    with seeded_dropout_under_xla(config.jit_compile):
+        if pretraining:
+            results["pretrain"] = pretrain(config, metadata, strategy, run_dir, verbose)
+        results["finetune"] = finetune(config, metadata, strategy, run_dir, verbose)
     results["valid"] = results["finetune"].pop("valid")
     results["test"] = results["finetune"].pop("test")
     results["parameters"] = parameter_counts(

@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from s3rec_tf import schema
 from s3rec_tf import train
+
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from dataset_fixture import small_dataset  # noqa: E402
 
@@ -170,6 +173,21 @@ def test_main_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
     assert os.path.exists(tmp_path / "run" / "results.json")
 
 
+def test_jit_compile_on_several_cpu_replicas_stops_before_work(data_dir, tmp_path):
+    script = MIRRORED_SCRIPT.split("from s3rec_tf import train")[0] + (
+        "from s3rec_tf import config, train\n"
+        "try:\n"
+        "    train.main(sys.argv[1:])\n"
+        "except config.ConfigError as e:\n"
+        "    print('REFUSED', e)\n"
+    )
+    args = _args(data_dir, tmp_path / "run", "--strategy", "mirrored", "--jit_compile")
+    out = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REFUSED jit_compile with 2 CPU replicas" in out.stdout, out.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -225,3 +243,38 @@ def test_export_at_the_end_and_occupied_export_dir_fails_first(data_dir, tmp_pat
     )
     assert os.path.exists(tmp_path / "model" / "saved_model.pb")
     assert results["export"] == str(tmp_path / "model")
+
+
+def _fit_twice_seeded(jit_compile):
+    """Item embeddings after the same seeded dropout training, twice, built under
+    train.seeded_dropout_under_xla."""
+    from keras_models import S3RecEncoder
+    from s3rec_tf import data as data_lib
+    from s3rec_tf import finetune as finetune_lib
+
+    rng = np.random.default_rng(0)
+    batch = {
+        data_lib.INPUT_IDS: rng.integers(1, 31, [16, 8]),
+        data_lib.TARGET_IDS: rng.integers(1, 31, [16, 8]),
+        data_lib.NEGATIVE_IDS: rng.integers(1, 31, [16, 8, 1]),
+    }
+    results = []
+    for _ in range(2):
+        tf.keras.utils.set_random_seed(7)
+        # As in train.run, everything happens inside: some sublayers (the attention's dropout)
+        # are only made when the model is first called.
+        with train.seeded_dropout_under_xla(jit_compile):
+            encoder = S3RecEncoder(30, max_seq_length=8, hidden_size=16, dropout=0.5, attention_dropout=0.5)
+            model = finetune_lib.S3RecRecommender(encoder)
+            model.compile(optimizer=tf.keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
+            model.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0)
+        results.append(encoder.item_embeddings.numpy())
+    return results
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_seeded_training_is_reproducible_with_and_without_xla(jit_compile):
+    first, second = _fit_twice_seeded(jit_compile)
+    np.testing.assert_array_equal(first, second)
+    # The switch is undone on leaving, so later layers get the default random ops again.
+    assert not tf.keras.backend.experimental.is_tf_random_generator_enabled()
