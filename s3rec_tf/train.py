@@ -326,6 +326,8 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         "valid": _by_protocol(valid),
         "test": _by_protocol(test),
         "parameters": int(sum(v.shape.num_elements() for v in model.trainable_variables)),
+        # What the training loss of a batch was divided by, per example (None: its own count).
+        "targets_per_example": model.targets_per_example,
     }
 
 

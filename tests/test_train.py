@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from s3rec_tf import data as data_lib
 from s3rec_tf import schema
 from s3rec_tf import train
 
@@ -47,6 +48,9 @@ def test_main_runs_every_phase_and_writes_results(data_dir, tmp_path):
     assert on_disk["parameters"]["aap"] == 2 * 16 * 4 and on_disk["parameters"]["map"] == 2 * 16 * 4
     assert on_disk["pretrain"]["epochs"] == 2 and on_disk["finetune"]["epochs_run"] == 2
     assert on_disk["config"]["model"]["aap_rank"] == 4
+    # The default loss normalizer: the data's mean number of targets per training example.
+    assert on_disk["config"]["finetune"]["loss_normalizer"] == "dataset"
+    assert on_disk["finetune"]["targets_per_example"] == data_lib.mean_finetune_targets(data_dir, 50)
     assert json.load(open(tmp_path / "run" / "config.json"))["model"]["aap_rank"] == 4
     assert os.path.exists(tmp_path / "run" / "data_metadata.json")
     assert os.path.exists(tmp_path / "run" / "final" / "encoder.index")
@@ -249,7 +253,6 @@ def _fit_twice_seeded(jit_compile):
     """Item embeddings after the same seeded dropout training, twice, built under
     train.seeded_dropout_under_xla."""
     from keras_models import S3RecEncoder
-    from s3rec_tf import data as data_lib
     from s3rec_tf import finetune as finetune_lib
 
     rng = np.random.default_rng(0)
