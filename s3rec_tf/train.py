@@ -361,6 +361,19 @@ def seeded_dropout_under_xla(jit_compile: bool):
         experimental.disable_tf_random_generator()
 
 
+def _check_one_cpu_device_per_worker(strategy) -> None:
+    """XLA compiles each step for one CPU device, which cannot reach the variables of the other
+    CPU replicas of the same worker: the first jit-compiled step would fail, after data and model
+    were set up. (One CPU replica per worker, as under multi_worker, is not affected.)"""
+    local_devices = len(strategy.extended.worker_devices)
+    if local_devices > 1:
+        raise config_lib.ConfigError(
+            f"jit_compile with {local_devices} CPU replicas: XLA cannot reach "
+            "variables on other CPU devices (https://www.tensorflow.org/xla/known_issues"
+            "#tfvariable_on_a_different_device). Drop --jit_compile, or run the replicas on GPUs."
+        )
+
+
 def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: int = 1) -> dict:
     """Runs every phase for a validated config; returns (and writes) results.json."""
     if config.data.data_dir is None:
@@ -386,14 +399,8 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
         saved_model.check_output_dir(export_dir)  # before hours of training, not after
 
     strategy = make_strategy(config.strategy)
-    if config.jit_compile and strategy.num_replicas_in_sync > 1 and not tf.config.list_logical_devices("GPU"):
-        # XLA compiles each step for one CPU device, which cannot reach the other replicas'
-        # variables: the first step would fail after the data and model were set up.
-        raise config_lib.ConfigError(
-            f"jit_compile with {strategy.num_replicas_in_sync} CPU replicas: XLA cannot reach "
-            "variables on other CPU devices (https://www.tensorflow.org/xla/known_issues"
-            "#tfvariable_on_a_different_device). Drop --jit_compile, or run the replicas on GPUs."
-        )
+    if config.jit_compile and config.strategy != "default" and not tf.config.list_logical_devices("GPU"):
+        _check_one_cpu_device_per_worker(strategy)
     tf.keras.utils.set_random_seed(config.seed)
     run_dir = config.output_dir
     tf.io.gfile.makedirs(run_dir)
