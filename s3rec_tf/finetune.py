@@ -184,14 +184,13 @@ def build_recommender(config, encoder, targets_per_example: Optional[float] = No
     config.finetune.loss_normalizer is "dataset", where it is required.
     """
     f = config.finetune
-    if f.loss_normalizer == "dataset":
-        if targets_per_example is None:
-            raise ValueError(
-                'finetune.loss_normalizer "dataset" needs targets_per_example '
-                "(data.mean_finetune_targets of the training data)."
-            )
-    else:
+    if f.loss_normalizer == "batch":
         targets_per_example = None
+    elif targets_per_example is None:
+        raise ValueError(
+            'finetune.loss_normalizer "dataset" needs targets_per_example '
+            "(data.mean_finetune_targets of the training data)."
+        )
     return S3RecRecommender(
         encoder,
         loss=f.loss,

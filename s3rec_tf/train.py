@@ -284,7 +284,9 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     )
     valid_ds = data_lib.eval_dataset(data_dir, "valid", c.batch_size, config.model.max_seq_length)
     test_ds = data_lib.eval_dataset(data_dir, "test", c.batch_size, config.model.max_seq_length)
-    targets_per_example = data_lib.mean_finetune_targets(data_dir, config.model.max_seq_length)
+    targets_per_example = None
+    if c.loss_normalizer == "dataset":  # one pass over the training split, only when it is used
+        targets_per_example = data_lib.mean_finetune_targets(data_dir, config.model.max_seq_length)
     with strategy.scope():
         encoder = pretrain_lib.encoder_from_config(config.model, metadata["num_items"])
         model = finetune_lib.build_recommender(config, encoder, targets_per_example)
