@@ -237,6 +237,34 @@ def load(path_or_name: Optional[str] = None) -> Config:
     return from_dict(_merge(Config().to_dict(), values), source=path)
 
 
+def load_saved(path: str) -> Config:
+    """Reads a config written by `save` (a run's config.json), missing keys at their defaults."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+    return from_dict(_merge(Config().to_dict(), values), source=path)
+
+
+def differences(a: Config, b: Config) -> dict:
+    """{"model.aap_rank": (value in a, value in b), ...} for every field where they differ."""
+    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return {key: (flat_a[key], flat_b[key]) for key in flat_a if flat_a[key] != flat_b[key]}
+
+
+def _flatten(nested: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def save(config: Config, path: str) -> None:
     """Writes the resolved config as JSON (beside checkpoints, so a run can be reproduced)."""
     import tensorflow as tf  # tf.io.gfile: the run dir may be on any TF file system.

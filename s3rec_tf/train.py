@@ -376,6 +376,60 @@ def _check_one_cpu_device_per_worker(strategy) -> None:
         )
 
 
+# What a rerun may change and still continue the run in its directory: how many epochs each phase
+# has (to extend a run, or to run it in chunks), where the data and the run directory are, and how
+# the steps execute. Any other change alters what is trained: continuing would splice two
+# experiments into one set of checkpoints and one results.json.
+RESUMABLE_CHANGES = frozenset(
+    {"pretrain.epochs", "finetune.epochs", "data.data_dir", "output_dir", "strategy", "jit_compile"}
+)
+
+
+def _has_progress(run_dir: str) -> bool:
+    return any(
+        tf.train.latest_checkpoint(os.path.join(run_dir, phase, "checkpoints"))
+        for phase in ("pretrain", "finetune")
+    )
+
+
+def _data_identity(metadata: dict) -> dict:
+    # Where the Beam job wrote the data is not what the data is (it may be copied or moved).
+    identity = json.loads(json.dumps(metadata))
+    identity.get("config", {}).pop("output", None)
+    return identity
+
+
+def check_resumable(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
+    """Stops before any work when `run_dir` holds a run started with other settings or data."""
+    saved_config = os.path.join(run_dir, "config.json")
+    if not (_has_progress(run_dir) and tf.io.gfile.exists(saved_config)):
+        return
+    changed = {
+        key: values
+        for key, values in config_lib.differences(config_lib.load_saved(saved_config), config).items()
+        if key not in RESUMABLE_CHANGES
+    }
+    problems = [f"{key} = {was!r} there, {now!r} now" for key, (was, now) in sorted(changed.items())]
+    saved_metadata = os.path.join(run_dir, "data_metadata.json")
+    if tf.io.gfile.exists(saved_metadata):
+        with tf.io.gfile.GFile(saved_metadata) as f:
+            before = _data_identity(json.load(f))
+        now = _data_identity(metadata)
+        fields = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if fields:
+            problems.append(
+                f"the data in {config.data.data_dir} is not the data the run started on "
+                f"(metadata fields {', '.join(fields)} differ from {saved_metadata})"
+            )
+    if problems:
+        raise config_lib.ConfigError(
+            f"{run_dir} holds a run started with other settings: {'; '.join(problems)}. "
+            "Continuing it would mix two experiments. Choose another --output, or rerun with the "
+            f"settings in {saved_config}; between invocations only "
+            f"{', '.join(sorted(RESUMABLE_CHANGES))} may change."
+        )
+
+
 def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: int = 1) -> dict:
     """Runs every phase for a validated config; returns (and writes) results.json."""
     if config.data.data_dir is None:
@@ -403,8 +457,9 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
     strategy = make_strategy(config.strategy)
     if config.jit_compile and config.strategy != "default" and not tf.config.list_logical_devices("GPU"):
         _check_one_cpu_device_per_worker(strategy)
-    tf.keras.utils.set_random_seed(config.seed)
     run_dir = config.output_dir
+    check_resumable(run_dir, config, metadata)
+    tf.keras.utils.set_random_seed(config.seed)
     tf.io.gfile.makedirs(run_dir)
     config_lib.save(config, os.path.join(run_dir, "config.json"))
     _write_json(os.path.join(run_dir, "data_metadata.json"), metadata)
@@ -448,10 +503,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = build_parser().parse_args(argv)
     try:
         config = resolve_config(args)
+        results = run(config, export_dir=args.export, verbose=args.verbose)
     except config_lib.ConfigError as e:
-        # Bad configuration stops before any work, with the reason.
+        # Bad configuration stops before any work (every check in run() comes first), with the
+        # reason.
         sys.exit(f"error: {e}")
-    results = run(config, export_dir=args.export, verbose=args.verbose)
     test = results["test"]
     logger.info(
         "Test: sampled HR@10 %.4f NDCG@10 %.4f | full HR@10 %.4f NDCG@10 %.4f",

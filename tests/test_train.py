@@ -178,18 +178,39 @@ def test_main_under_mirrored_strategy_on_two_cpus(data_dir, tmp_path):
 
 
 def test_jit_compile_on_several_cpu_replicas_stops_before_work(data_dir, tmp_path):
-    script = MIRRORED_SCRIPT.split("from s3rec_tf import train")[0] + (
-        "from s3rec_tf import config, train\n"
-        "try:\n"
-        "    train.main(sys.argv[1:])\n"
-        "except config.ConfigError as e:\n"
-        "    print('REFUSED', e)\n"
-    )
     args = _args(data_dir, tmp_path / "run", "--strategy", "mirrored", "--jit_compile")
-    out = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "REFUSED jit_compile with 2 CPU replicas" in out.stdout, out.stderr[-3000:]
+    out = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "error: jit_compile with 2 CPU replicas" in out.stderr, out.stderr[-3000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_rerun_with_other_settings_or_data_refuses_to_continue_the_run(data_dir, tmp_path):
+    run = tmp_path / "run"
+    train.main(_args(data_dir, run, "--rank", "4", "--pretrain_epochs", "1", "--finetune_epochs", "1"))
+    saved = (run / "config.json").read_text()
+    checkpoints = sorted(os.listdir(run / "pretrain" / "checkpoints"))
+
+    with pytest.raises(SystemExit) as e:
+        train.main(_args(data_dir, run, "--rank", "2", "--seed", "7", "--pretrain_epochs", "2"))
+    message = str(e.value)
+    assert "model.aap_rank = 4 there, 2 now" in message and "seed = 42 there, 7 now" in message
+    assert "pretrain.epochs = " not in message  # a longer run is a continuation
+    other = tmp_path / "other_data"
+    small_dataset(str(other), num_users=30, num_items=40, max_seq_length=10)
+    with pytest.raises(SystemExit, match="metadata fields .*num_users"):
+        train.main(_args(str(other), run, "--rank", "4"))
+    # Nothing was touched: the run continues with its own settings.
+    assert (run / "config.json").read_text() == saved
+    assert sorted(os.listdir(run / "pretrain" / "checkpoints")) == checkpoints
+
+    # The same data in another place is the same data.
+    moved = tmp_path / "moved"
+    subprocess.run(["cp", "-r", data_dir, str(moved)], check=True)
+    again = train.main(_args(str(moved), run, "--rank", "4", "--pretrain_epochs", "2", "--finetune_epochs", "1"))
+    assert again["pretrain"]["resumed_at_epoch"] == 1
 
 
 @pytest.mark.parametrize(
