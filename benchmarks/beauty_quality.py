@@ -16,8 +16,9 @@ finished row only re-evaluates it.
 Pretraining uses configs/reference_weights.yaml unless --config says otherwise: the objective
 weights of the authors' code (AAP 0.2, MIP 1.0, MAP 1.0, SP 0.5), with which the paper's numbers
 were made. Two rows can pretrain side by side, one process each with one TensorFlow thread
-(TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1): on our 2 cores that took 110-135 s per epoch
-for each row, against 70-88 s for one row alone with the default threads.
+(TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1), which gets more epochs out of 2 cores than
+one row at a time: 110-135 s per epoch for each row against 70-88 s for one row alone with the
+default threads on a 2-core AMD EPYC, 125-157 s against 87-96 s on a 2-core Intel Xeon.
 """
 
 from __future__ import annotations
@@ -232,10 +233,21 @@ def main(argv=None):
         help="run nothing: merge the rows of these reports (each written by rows run side by side "
         "with their own --report) and their pretraining curves into --report",
     )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="run nothing: print where each row's run directory under --runs stands (epochs "
+        "finished of each phase's budget, epoch time so far), e.g. between the chunks of a long run",
+    )
     args = p.parse_args(argv)
     unknown = set(args.rows.split(",")) - set(ROWS)
     if unknown:
         p.error(f"unknown rows {sorted(unknown)}; known: {list(ROWS)}")
+    if args.status:
+        if not args.runs:
+            p.error("--status needs --runs")
+        print(status_table(args.runs, args.rows.split(",")))
+        return
     if not args.merge and not (args.data and args.runs):
         p.error("--data and --runs are required unless --merge is given")
 
@@ -260,6 +272,34 @@ def main(argv=None):
             # The pretraining curve (losses and seconds per epoch) goes beside the report.
             shutil.copyfile(epoch_log, _curve_path(args.report, name))
         _write_report(args.report, existing)
+
+
+def status_table(runs: str, names) -> str:
+    """A markdown table of where each row's run stands (train.run_status of its directory)."""
+    lines = [
+        "| row | state | pretraining epochs | fine-tuning epochs (best) | epoch time, h | test sampled HR@10 / NDCG@10 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        status = train.run_status(os.path.join(runs, name))
+        if status["state"] == "not started":
+            lines.append(f"| {name} | not started | | | | |")
+            continue
+        pre, fine = status["pretrain"], status["finetune"]
+        shared = SHARED_PRETRAINING.get(name)
+        if shared:
+            pretraining = f"those of {shared}"
+        elif ROWS[name][0] == "pretrained":
+            pretraining = f"{pre['epochs_done']} / {pre['epochs']}"
+        else:
+            pretraining = "none"
+        test = status.get("test", {}).get("sampled")
+        lines.append(
+            f"| {name} | {status['state']} | {pretraining} | {fine['epochs_done']} / {fine['epochs']}"
+            f" ({fine['best_epoch']}) | {(pre['seconds'] + fine['seconds']) / 3600:.2f} | "
+            + (f"{test['hr@10']:.4f} / {test['ndcg@10']:.4f} |" if test else "|")
+        )
+    return "\n".join(lines)
 
 
 def _curve_path(report: str, name: str) -> str:

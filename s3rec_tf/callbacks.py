@@ -194,6 +194,28 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         )
 
 
+def checkpoint_progress(directory: str) -> dict:
+    """What the latest ResumableTraining checkpoint in `directory` holds, read without a model.
+
+    {"epochs_done", "seconds" (epoch time summed over every invocation), "best_epoch" (1-based,
+    0 without early stopping), "epochs_without_improvement"}; epochs_done 0 when there is none.
+    """
+    latest = tf.train.latest_checkpoint(directory)
+    if latest is None:
+        return {"epochs_done": 0, "seconds": 0.0, "best_epoch": 0, "epochs_without_improvement": 0}
+    reader = tf.train.load_checkpoint(latest)
+
+    def value(name):
+        return reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+    return {
+        "epochs_done": int(value("epoch")),
+        "seconds": float(value("seconds")),
+        "best_epoch": int(value("best_epoch")) + 1,
+        "epochs_without_improvement": int(value("wait")),
+    }
+
+
 class EpochLog(tf.keras.callbacks.CSVLogger):
     """`CSVLogger` in append mode whose columns stay those of the file's first header.
 

@@ -392,6 +392,36 @@ def _has_progress(run_dir: str) -> bool:
     )
 
 
+def run_status(run_dir: str) -> dict:
+    """Where a run directory stands, from its files alone (another process may be training in it).
+
+    {"state": "not started" | "pretraining" | "fine-tuning" | "finished", "pretrain" and
+    "finetune": checkpoint progress (see callbacks.checkpoint_progress) with the phase's epoch
+    budget, "test": results.json's test metrics once finished}.
+    """
+    saved_config = os.path.join(run_dir, "config.json")
+    if not tf.io.gfile.exists(saved_config):
+        return {"state": "not started"}
+    config = config_lib.load_saved(saved_config)
+    status = {}
+    for phase in ("pretrain", "finetune"):
+        progress = callbacks_lib.checkpoint_progress(os.path.join(run_dir, phase, "checkpoints"))
+        status[phase] = dict(progress, epochs=getattr(config, phase).epochs)
+    results_path = os.path.join(run_dir, "results.json")
+    if tf.io.gfile.exists(results_path):
+        with tf.io.gfile.GFile(results_path) as f:
+            status.update(state="finished", test=json.load(f)["test"])
+    elif _pretrains(config) and not tf.io.gfile.exists(os.path.join(run_dir, PRETRAIN_SUMMARY)):
+        status["state"] = "pretraining"
+    else:
+        status["state"] = "fine-tuning"
+    return status
+
+
+def _pretrains(config: config_lib.Config) -> bool:
+    return not config.no_pretrain and config.init_from is None and config.pretrain.epochs > 0
+
+
 def _data_identity(metadata: dict) -> dict:
     # Where the Beam job wrote the data is not what the data is (it may be copied or moved).
     identity = json.loads(json.dumps(metadata))
@@ -441,7 +471,7 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
             f"model.max_seq_length = {config.model.max_seq_length} but {data_dir} was built with "
             f"max_seq_length {metadata['max_seq_length']}."
         )
-    pretraining = not config.no_pretrain and config.init_from is None and config.pretrain.epochs > 0
+    pretraining = _pretrains(config)
     data_lib.check_files(data_dir, dupe_factor=metadata["dupe_factor"] if pretraining else 0)
     if config.init_from and not config.init_from.endswith(".npz"):
         if not tf.io.gfile.glob(config.init_from + "*"):

@@ -32,10 +32,20 @@ def _main(data_dir, tmp_path, rows, report="report.json"):
 def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     with pytest.raises(SystemExit, match="run that row first"):
         _main(data_dir, tmp_path, "s3rec_r16_ce")
-    _main(data_dir, tmp_path, "s3rec_r16")
+    done = _main(data_dir, tmp_path, "s3rec_r16")["s3rec_r16"]
+    runs = str(tmp_path / "runs")
+    table = beauty_quality.status_table(runs, ["s3rec_r16", "s3rec_r16_ce"])
+    seconds = done["wall_seconds"]["pretrain"] + done["wall_seconds"]["finetune"]
+    test = done["test"]["sampled"]
+    assert (
+        f"| s3rec_r16 | finished | 2 / 2 | 1 / 1 (1) | {seconds / 3600:.2f} | "
+        f"{test['hr@10']:.4f} / {test['ndcg@10']:.4f} |" in table
+    ), table
+    assert "| s3rec_r16_ce | not started |" in table
     # Only the r16 row's pretraining must be over (its summary and encoder), not its fine-tuning:
     # the CE row can fine-tune beside it.
     os.remove(tmp_path / "runs" / "s3rec_r16" / "results.json")
+    assert "| s3rec_r16 | fine-tuning | 2 / 2 | 1 / 1 (1) |" in beauty_quality.status_table(runs, ["s3rec_r16"])
     # Side by side, each process writes its own report; --merge joins them afterwards.
     ce_only = _main(data_dir, tmp_path, "s3rec_r16_ce", report="ce.json")
     assert list(ce_only) == ["s3rec_r16_ce"]
@@ -43,6 +53,7 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     rows = {r["name"]: r for r in json.load(open(tmp_path / "report.json"))["rows"]}
     assert list(rows) == ["s3rec_r16", "s3rec_r16_ce"] and rows["s3rec_r16_ce"] == ce_only["s3rec_r16_ce"]
     r16, ce = rows["s3rec_r16"], rows["s3rec_r16_ce"]
+    assert "| s3rec_r16_ce | finished | those of s3rec_r16 | 1 / 1 (1) |" in beauty_quality.status_table(runs, ["s3rec_r16_ce"])
     assert (r16["loss"], ce["loss"]) == ("bce", "ce") and r16["rank"] == ce["rank"] == 16
     # The CE row ran no pretraining of its own: it reports the r16 row's.
     assert ce["pretrained_by"] == "s3rec_r16" and r16["pretrained_by"] is None

@@ -148,6 +148,11 @@ def test_killed_run_resumes(data_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert done >= 2, "fewer than 2 epochs finished before the kill"
+    status = train.run_status(str(run))
+    assert status["state"] == "pretraining" and status["pretrain"]["epochs"] == 30
+    # The kill may have come after a later epoch's checkpoint than the one seen above.
+    assert done <= status["pretrain"]["epochs_done"] < 30 and status["pretrain"]["seconds"] > 0
+    assert status["finetune"]["epochs_done"] == 0
     results = train.main(_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1"))
     assert 30 > results["pretrain"]["resumed_at_epoch"] >= done
 
