@@ -43,6 +43,11 @@ PRETRAIN_SUMMARY = "pretrain/summary.json"
 EPOCH_LOG = "epochs.csv"  # per phase: one row per finished epoch
 
 
+def checkpoint_dir(run_dir: str, phase: str) -> str:
+    """Where ResumableTraining keeps a phase's ("pretrain" or "finetune") epoch checkpoints."""
+    return os.path.join(run_dir, phase, "checkpoints")
+
+
 # ------------------------------------------------------------------------------------ the CLI
 
 
@@ -198,7 +203,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
             optimizer=tf.keras.optimizers.Adam(c.learning_rate), jit_compile=config.jit_compile
         )
         state = callbacks_lib.ResumableTraining(
-            os.path.join(run_dir, "pretrain", "checkpoints"), strategy, stop_after_epoch=True
+            checkpoint_dir(run_dir, "pretrain"), strategy, stop_after_epoch=True
         )
         done = state.attach(model)
     summary_path = os.path.join(run_dir, PRETRAIN_SUMMARY)
@@ -294,7 +299,7 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         init = init_encoder(config, encoder, run_dir)
         model.compile(optimizer=tf.keras.optimizers.Adam(c.learning_rate), jit_compile=config.jit_compile)
         state = callbacks_lib.ResumableTraining(
-            os.path.join(run_dir, "finetune", "checkpoints"),
+            checkpoint_dir(run_dir, "finetune"),
             strategy,
             monitor=f"val_{c.monitor}",
             patience=c.patience,
@@ -387,7 +392,7 @@ RESUMABLE_CHANGES = frozenset(
 
 def _has_progress(run_dir: str) -> bool:
     return any(
-        tf.train.latest_checkpoint(os.path.join(run_dir, phase, "checkpoints"))
+        tf.train.latest_checkpoint(checkpoint_dir(run_dir, phase))
         for phase in ("pretrain", "finetune")
     )
 
@@ -405,7 +410,7 @@ def run_status(run_dir: str) -> dict:
     config = config_lib.load_saved(saved_config)
     status = {}
     for phase in ("pretrain", "finetune"):
-        progress = callbacks_lib.checkpoint_progress(os.path.join(run_dir, phase, "checkpoints"))
+        progress = callbacks_lib.checkpoint_progress(checkpoint_dir(run_dir, phase))
         status[phase] = dict(progress, epochs=getattr(config, phase).epochs)
     results_path = os.path.join(run_dir, "results.json")
     if tf.io.gfile.exists(results_path):
