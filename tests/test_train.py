@@ -73,7 +73,9 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     seconds = [float(r["epoch_seconds"]) for r in epoch_log]
     assert second["pretrain"]["timed_epochs"] == 3
     assert second["pretrain"]["seconds"] == pytest.approx(sum(seconds), rel=1e-6)
-    assert second["pretrain"]["seconds"] > second["pretrain"]["seconds_this_run"] - 1e-9 > sum(seconds[:1])
+    # This invocation's wall time spans its own two epochs (not epoch 0, timed by the first).
+    # Only an inequality that holds however loaded the machine is asserted.
+    assert second["pretrain"]["seconds_this_run"] >= sum(seconds[1:])
     assert second["wall_seconds"]["pretrain"] == second["pretrain"]["seconds"]
     finetune_log = _read_csv(run / "finetune" / "epochs.csv")
     assert [int(r["epoch"]) for r in finetune_log] == [0, 1]
