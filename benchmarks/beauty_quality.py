@@ -162,15 +162,21 @@ def _budget(source, pretrain) -> str | None:
 
 
 def markdown(rows) -> str:
+    legend = (
+        "Sampled = target vs the user's 99 sampled negatives (the paper's table); full = vs all "
+        "12,101 items, history items excluded. Ties count against the target."
+    )
+    if any(r["finetune_loss_normalizer"] != "dataset" for r in rows):
+        legend += (
+            " \"÷ batch count\": each batch's loss divided by its own number of targets "
+            "(finetune.loss_normalizer \"batch\", the only way before 2026-12-01), which with "
+            "length-bucketed batches is not the reference's objective; the other rows divide by the "
+            "expected number (\"dataset\", the reference's objective)."
+        )
     lines = [
         "# Amazon Beauty: test metrics",
         "",
-        "Sampled = target vs the user's 99 sampled negatives (the paper's table); full = vs all "
-        "12,101 items, history items excluded. Ties count against the target. "
-        "\"÷ batch count\": each batch's loss divided by its own number of targets "
-        "(finetune.loss_normalizer \"batch\", the only way before 2026-12-01), which with "
-        "length-bucketed batches is not the reference's objective; the other rows divide by the "
-        "expected number (\"dataset\", the reference's objective).",
+        legend,
         "",
         "| model | init | rank | loss | pretrain epochs | sampled HR@10 | sampled NDCG@10 | full HR@10 | full NDCG@10 | finetune epochs | wall s (pretrain / finetune) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -72,6 +72,11 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     table = open(tmp_path / "report.md").read()
     assert "| s3rec_r16_ce | pretrained | 16 | ce | 2 |" in table and "(shared)" in table
     assert "| s3rec_r16 | pretrained | 16 | bce | 2 |" in table
+    # The legend explains the old per-batch normalizer only when a row used it.
+    assert "batch count" not in table
+    r16_old = dict(r16, finetune_loss_normalizer="batch")
+    assert "| s3rec_r16 | pretrained | 16 | bce (÷ batch count) | 2 |" in beauty_quality.markdown([r16_old])
+    assert "\"÷ batch count\": each batch's loss" in beauty_quality.markdown([r16_old])
 
 
 def test_merge_needs_existing_reports_and_run_needs_data(tmp_path, capsys):
