@@ -7,7 +7,9 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["s3rec_tf*", "keras_models*", "beam_pipelines*", "export*"]),
     include_package_data=True,
-    package_data={"beam_pipelines": ["sample_data/*"]},
+    # The bundled sample's raw files and the YAML presets ship inside the packages, so that
+    # `python -m s3rec_tf.train --config sample` works after a plain (non-editable) install.
+    package_data={"beam_pipelines": ["sample_data/*"], "s3rec_tf": ["configs/*.yaml"]},
     install_requires=[
         "tensorflow==2.20.*",
         "tf-keras==2.20.*",
@@ -20,7 +22,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "ruff==0.17.*"],
         "scann": ["scann[tf]==1.4.2"],
     },
 )

@@ -13,7 +13,7 @@ reports/beauty_quality.md; processes running side by side should each write thei
 (the merge is read-modify-write) and `--merge` their reports into one afterwards; rerunning a
 finished row only re-evaluates it.
 
-Pretraining uses configs/reference_weights.yaml unless --config says otherwise: the objective
+Pretraining uses s3rec_tf/configs/reference_weights.yaml unless --config says otherwise: the objective
 weights of the authors' code (AAP 0.2, MIP 1.0, MAP 1.0, SP 0.5), with which the paper's numbers
 were made. Two rows can pretrain side by side, one process each with one TensorFlow thread
 (TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1), which gets more epochs out of 2 cores than
@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
+from s3rec_tf import run_dir as run_dir_lib  # noqa: E402
 from s3rec_tf import train  # noqa: E402
 
 REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
@@ -75,9 +76,9 @@ def _pretraining_of(name, args) -> dict:
     if source is None:
         return {"init_from": None, "source": name}
     run_dir = os.path.join(args.runs, source)
-    encoder = os.path.join(run_dir, train.PRETRAINED_ENCODER)
+    encoder = os.path.join(run_dir, run_dir_lib.PRETRAINED_ENCODER)
     # Only that row's pretraining must have finished: its fine-tuning may still be running.
-    if not os.path.exists(os.path.join(run_dir, train.PRETRAIN_SUMMARY)) or not os.path.exists(encoder + ".index"):
+    if not os.path.exists(os.path.join(run_dir, run_dir_lib.PRETRAIN_SUMMARY)) or not os.path.exists(encoder + ".index"):
         sys.exit(
             f"error: row {name} fine-tunes the encoder pretrained by row {source}; run that row "
             f"first ({run_dir} has no finished pretraining)."
@@ -107,7 +108,7 @@ def run_row(name, args) -> dict:
     pretrain = {"epochs": 0, "seconds": 0.0, "timed_epochs": 0}
     if pretraining["source"] is not None:
         source_dir = os.path.join(args.runs, pretraining["source"])
-        with open(os.path.join(source_dir, train.PRETRAIN_SUMMARY)) as f:
+        with open(os.path.join(source_dir, run_dir_lib.PRETRAIN_SUMMARY)) as f:
             summary = json.load(f)
         source_config = config_lib.load(os.path.join(source_dir, "config.json"))
         pretrain = dict(summary, config=source_config.to_dict()["pretrain"])
@@ -273,7 +274,7 @@ def main(argv=None):
         return
     for name in args.rows.split(","):
         existing[name] = run_row(name, args)
-        epoch_log = os.path.join(args.runs, name, "pretrain", train.EPOCH_LOG)
+        epoch_log = os.path.join(args.runs, name, "pretrain", run_dir_lib.EPOCH_LOG)
         if os.path.exists(epoch_log):
             # The pretraining curve (losses and seconds per epoch) goes beside the report.
             shutil.copyfile(epoch_log, _curve_path(args.report, name))
@@ -281,13 +282,13 @@ def main(argv=None):
 
 
 def status_table(runs: str, names) -> str:
-    """A markdown table of where each row's run stands (train.run_status of its directory)."""
+    """A markdown table of where each row's run stands (run_dir.run_status of its directory)."""
     lines = [
         "| row | state | pretraining epochs | fine-tuning epochs (best) | epoch time, h | test sampled HR@10 / NDCG@10 |",
         "|---|---|---|---|---|---|",
     ]
     for name in names:
-        status = train.run_status(os.path.join(runs, name))
+        status = run_dir_lib.run_status(os.path.join(runs, name))
         if status["state"] == "not started":
             lines.append(f"| {name} | not started | | | | |")
             continue

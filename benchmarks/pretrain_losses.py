@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
-from s3rec_tf import pretrain as pretrain_lib  # noqa: E402
+from s3rec_tf import builders  # noqa: E402
 from s3rec_tf import reference as reference_lib  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
@@ -43,7 +43,7 @@ def _run_config(checkpoint: str) -> config_lib.Config:
 
 
 def evaluate(config: config_lib.Config, data_dir: str, metadata: dict, item_attributes, source: str) -> dict:
-    model = pretrain_lib.S3RecPretrainer.from_project_config(
+    model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], item_attributes
     )
     model.compile(optimizer=tf.keras.optimizers.Adam())

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
-from s3rec_tf import pretrain as pretrain_lib  # noqa: E402
+from s3rec_tf import builders  # noqa: E402
 from s3rec_tf import schema  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
@@ -49,7 +49,7 @@ def time_input_pipeline(data: data_lib.PretrainData, epoch: int) -> dict:
 def time_setting(config, metadata, item_attributes, data, rank, jit, epochs) -> dict:
     config = config.replace(**{"model.aap_rank": rank, "jit_compile": jit})
     tf.keras.utils.set_random_seed(config.seed)
-    model = pretrain_lib.S3RecPretrainer.from_project_config(
+    model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], item_attributes
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(config.pretrain.learning_rate), jit_compile=jit)

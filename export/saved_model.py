@@ -5,7 +5,7 @@
 
 or `python -m s3rec_tf.train ... --export DIR`, which calls `export_run` at the end of training.
 
-What is read:
+What is read (the run directory's contract is `s3rec_tf.run_dir`):
   RUN/config.json          the resolved Config (model shape, data.data_dir)
   RUN/data_metadata.json   the data's metadata (num_items; format version checked)
   RUN/final/encoder        tf.train.Checkpoint(encoder=S3RecEncoder), the fine-tuned encoder
@@ -36,29 +36,25 @@ Loading:
   TensorFlow Serving needs a build with the ScaNN ops (e.g. the google/tf-serving-scann image).
 """
 
-from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
-
 import argparse
 import json
 import logging
 import posixpath
 import sys
-from typing import List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import tensorflow as tf
 
 from export import serving
-from keras_models.encoder import S3RecEncoder
+from keras_models import S3RecEncoder
+from s3rec_tf import builders, schema
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import pretrain as pretrain_lib
-from s3rec_tf import schema
+from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-DATA_METADATA_FILE = "data_metadata.json"
-FINAL_ENCODER = "final/encoder"
 EXPORT_INFO_FILE = "assets.extra/export.json"
 
 
@@ -102,14 +98,18 @@ def export_run(
         )
     check_output_dir(output_dir, overwrite)
 
-    config = _read_config(run_dir)
-    metadata = _read_run_metadata(run_dir)
+    try:
+        config = run_dir_lib.read_config(run_dir)
+        metadata = run_dir_lib.read_data_metadata(run_dir)
+    except run_dir_lib.RunDirError as e:
+        raise ExportError(str(e)) from e
     num_items = int(metadata["num_items"])
     data_dir = data_dir or config.data.data_dir
     if not data_dir:
+        config_file = run_dir_lib.path(run_dir, run_dir_lib.CONFIG_FILE)
         raise ExportError(
-            f"{posixpath.join(run_dir, CONFIG_FILE)}: data.data_dir is null; pass the data "
-            "directory the run was trained on (--data_dir)."
+            f"{config_file}: data.data_dir is null; pass the data directory the run was trained "
+            "on (--data_dir)."
         )
     vocab_file = posixpath.join(data_dir, schema.ITEM_VOCAB)
     check_vocabulary(vocab_file, num_items)
@@ -192,14 +192,14 @@ def check_output_dir(output_dir: str, overwrite: bool = False) -> None:
 
 def restore_encoder(run_dir: str, config: config_lib.Config, num_items: int) -> S3RecEncoder:
     """The run's final encoder, built from its config and restored from `final/encoder`."""
-    prefix = posixpath.join(run_dir, FINAL_ENCODER)
+    prefix = run_dir_lib.path(run_dir, run_dir_lib.FINAL_ENCODER)
     if not tf.io.gfile.exists(prefix + ".index"):
         raise ExportError(
             f"No encoder checkpoint at {prefix} ({prefix}.index is missing): the run did not "
             "finish fine-tuning, or this is not a run directory of s3rec_tf.train."
         )
-    m = config.model
-    encoder = pretrain_lib.encoder_from_config(m, num_items)  # the same as training builds
+    model = config.model
+    encoder = builders.encoder_from_config(model, num_items)  # the same as training builds
     encoder.build(None)
     try:
         # Every checkpointed value must land in a variable and every variable must get one: a
@@ -208,7 +208,8 @@ def restore_encoder(run_dir: str, config: config_lib.Config, num_items: int) -> 
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise ExportError(
             f"{prefix} does not match the encoder described by "
-            f"{posixpath.join(run_dir, CONFIG_FILE)} (num_items={num_items}, model={m}): {e}"
+            f"{run_dir_lib.path(run_dir, run_dir_lib.CONFIG_FILE)} (num_items={num_items}, "
+            f"model={model}): {e}"
         ) from e
     return encoder
 
@@ -244,35 +245,6 @@ def check_vocabulary(path: str, num_items: int) -> None:
         )
 
 
-def _read_json(path: str) -> dict:
-    if not tf.io.gfile.exists(path):
-        raise ExportError(f"{path} not found: not a run directory of s3rec_tf.train.")
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ExportError(f"{path}: not valid JSON ({e}).") from e
-    if not isinstance(values, dict):
-        raise ExportError(f"{path}: the top level must be an object.")
-    return values
-
-
-def _read_config(run_dir: str) -> config_lib.Config:
-    path = posixpath.join(run_dir, CONFIG_FILE)
-    try:
-        return config_lib.from_dict(_read_json(path), source=path).validate()
-    except (config_lib.ConfigError, TypeError) as e:
-        raise ExportError(f"{path}: {e}") from e
-
-
-def _read_run_metadata(run_dir: str) -> dict:
-    path = posixpath.join(run_dir, DATA_METADATA_FILE)
-    try:
-        return data_lib.check_metadata(_read_json(path), path)
-    except data_lib.DataError as e:
-        raise ExportError(str(e)) from e
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m export.saved_model",
@@ -304,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> str:
+def main(argv: Optional[list[str]] = None) -> str:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     scann_options = {

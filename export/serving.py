@@ -32,14 +32,15 @@ answer:
 The returned ids are always real items: never "", the padding id or the mask id.
 """
 
-from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
-
 import logging
-from typing import Mapping, Optional
+from collections.abc import Mapping
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+from s3rec_tf.data import left_pad_ragged
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class S3RecServingModule(tf.Module):
             part = by_length[chunk * ENCODER_CHUNK_ROWS : (chunk + 1) * ENCODER_CHUNK_ROWS]
             # The user embedding is the last position's output: the final block skips the rest.
             last = self.encoder(
-                _left_padded(part), causal=True, training=False, last_position_only=True
+                left_pad_ragged(part), causal=True, training=False, last_position_only=True
             )
             return chunk + 1, outputs.write(chunk, last)
 
@@ -325,17 +326,6 @@ class S3RecServingModule(tf.Module):
         ranked = tf.where(in_history, tf.constant(-np.inf, scores.dtype), scores)
         _, order = tf.math.top_k(ranked, k=self.k)
         return tf.gather(scores, order, batch_dims=1), tf.gather(candidates, order, batch_dims=1)
-
-
-def _left_padded(rows: tf.RaggedTensor) -> tf.Tensor:
-    """Ragged item ids `[batch, None]` -> `[batch, W]` left-padded with 0, W = max(1, longest)."""
-    lengths = rows.row_lengths()
-    width = tf.maximum(tf.reduce_max(lengths), 1)
-    right_padded = rows.to_tensor(default_value=0, shape=tf.stack([rows.nrows(), width]))
-    # Reversing each row's first `length` items, then the whole row, moves them to the end.
-    return tf.reverse(
-        tf.reverse_sequence(right_padded, lengths, seq_axis=1, batch_axis=0), axis=[1]
-    )
 
 
 def save_serving_module(module: S3RecServingModule, output_dir: str) -> None:

@@ -12,8 +12,6 @@ its own longest sequence computes the same outputs at real positions as one padd
 max_seq_length.
 """
 
-from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
-
 import tensorflow as tf
 
 

@@ -9,8 +9,6 @@ P·d·r + A·d·r + P·A·r multiply-adds instead of P·d·d + P·A·d; U·Vᵀ 
 
 from typing import Optional
 
-from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
-
 import tensorflow as tf
 
 
@@ -171,18 +169,27 @@ class S3RecPretrainHeads(tf.keras.layers.Layer):
         self.aap_rank = aap_rank
         self.map_rank = map_rank
         self.initializer_range = initializer_range
-        self.aap = LowRankAAP(aap_rank, initializer_range=initializer_range, name="aap")
-        self.map = LowRankAAP(map_rank, initializer_range=initializer_range, name="map")
+        # The heads compute in this layer's dtype policy (e.g. float32 logits under a mixed
+        # global policy): sublayers do not inherit it on their own.
+        policy = self.dtype_policy
+        self.aap = LowRankAAP(
+            aap_rank, initializer_range=initializer_range, dtype=policy, name="aap"
+        )
+        self.map = LowRankAAP(
+            map_rank, initializer_range=initializer_range, dtype=policy, name="map"
+        )
         # One initializer instance per kernel: tf-keras initializers are stateless, so a shared
         # instance would give both kernels the same values.
         self.mip_norm = tf.keras.layers.Dense(
             hidden_size,
             kernel_initializer=tf.keras.initializers.RandomNormal(stddev=initializer_range),
+            dtype=policy,
             name="mip_norm",
         )
         self.sp_norm = tf.keras.layers.Dense(
             hidden_size,
             kernel_initializer=tf.keras.initializers.RandomNormal(stddev=initializer_range),
+            dtype=policy,
             name="sp_norm",
         )
 

@@ -17,34 +17,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 from typing import Optional
 
 import tensorflow as tf
 
+from s3rec_tf.runtime import worker_directory
+
 logger = logging.getLogger(__name__)
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True on the worker that writes the real checkpoints (the only worker off multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker"
-        and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict()
-    )
-
-
-def worker_directory(directory: str, strategy: tf.distribute.Strategy) -> str:
-    """Where this worker saves: every worker must save under MultiWorkerMirroredStrategy (the
-    save is collective), but only the chief's copy is kept."""
-    if is_chief(strategy):
-        return directory
-    resolver = strategy.cluster_resolver
-    return os.path.join(tempfile.gettempdir(), f"s3rec_worker_{resolver.task_type}_{resolver.task_id}")
 
 
 class ResumableTraining(tf.keras.callbacks.Callback):
@@ -83,11 +63,9 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         self.best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best")
         self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
         self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="wait")
-        # Wall time of the finished epochs; timed_epochs < epoch when a checkpoint written before
-        # timing existed was resumed.
+        # Wall time of the finished epochs, and how many epochs it covers.
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
         self.timed_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="timed_epochs")
-        self.stopped_early = False
         self._epoch_start = None
 
     def attach(self, model: tf.keras.Model) -> int:
@@ -104,14 +82,18 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             timed_epochs=self.timed_epochs,
         )
         self._manager = tf.train.CheckpointManager(
-            checkpoint, worker_directory(self.directory, self.strategy), max_to_keep=self.max_to_keep
+            checkpoint,
+            worker_directory(self.directory, self.strategy),
+            max_to_keep=self.max_to_keep,
         )
         self._best_checkpoint = tf.train.Checkpoint(model=model)
         latest = self._manager.latest_checkpoint
         if latest:
             # expect_partial: optimizer slots are created lazily at the first step.
             checkpoint.restore(latest).expect_partial()
-            logger.info("Resumed from %s after %d finished epoch(s).", latest, int(self.epoch.numpy()))
+            logger.info(
+                "Resumed from %s after %d finished epoch(s).", latest, int(self.epoch.numpy())
+            )
         return int(self.epoch.numpy())
 
     @property
@@ -155,7 +137,6 @@ class ResumableTraining(tf.keras.callbacks.Callback):
                     float(self.best.numpy()),
                     int(self.best_epoch.numpy()) + 1,
                 )
-                self.stopped_early = True
                 self.model.stop_training = True
         self.epoch.assign(epoch + 1)
         self._manager.save(checkpoint_number=epoch + 1)
@@ -177,7 +158,7 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         return int(self.best_epoch.numpy()) + 1
 
     @property
-    def finished(self) -> bool:
+    def stopped_early(self) -> bool:
         """True once early stopping has triggered (also when restored from a checkpoint)."""
         return self.monitor is not None and int(self.wait.numpy()) >= self.patience
 
@@ -185,7 +166,9 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         """Loads the best epoch's weights (early stopping's restore_best_weights)."""
         if self.monitor is None or int(self.best_epoch.numpy()) < 0:
             return
-        self._best_checkpoint.read(self.best_path).assert_existing_objects_matched().expect_partial()
+        self._best_checkpoint.read(
+            self.best_path
+        ).assert_existing_objects_matched().expect_partial()
         logger.info(
             "Restored the best weights: epoch %d, %s = %.5f.",
             int(self.best_epoch.numpy()) + 1,
@@ -246,6 +229,8 @@ class EpochLog(tf.keras.callbacks.CSVLogger):
         with tf.io.gfile.GFile(self.filename, "r") as f:
             columns = f.readline().rstrip("\r\n").split(self.sep)
         if columns[0] != "epoch" and columns != [""]:
-            logger.warning("%s does not start with an epoch log header; appending without one.", self.filename)
+            logger.warning(
+                "%s does not start with an epoch log header; appending without one.", self.filename
+            )
             return []
         return columns[1:]

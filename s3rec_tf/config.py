@@ -1,4 +1,5 @@
-"""Configuration: nested dataclasses, YAML presets from `configs/`, validation with clear messages.
+"""Configuration: nested dataclasses, YAML presets (`s3rec_tf/configs/`), validation with clear
+messages.
 
 Only `s3rec_tf.train.main()` applies command-line overrides; everything else receives a finished,
 validated `Config` and never mutates it.
@@ -13,7 +14,14 @@ from typing import Any, Optional
 
 import yaml
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# The presets ship inside the package (package data), so `--config sample` works however the
+# project is installed.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+LOSSES = ("bce", "ce", "gbce")
+LOSS_NORMALIZERS = ("dataset", "batch")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -53,7 +61,7 @@ class PretrainConfig:
     epochs: int = 150
     batch_size: int = 100
     learning_rate: float = 1e-3
-    # Our specification's weights; configs/reference_weights.yaml has the reference code's.
+    # Our specification's weights; the reference_weights preset has the reference code's.
     aap_weight: float = 1.0
     mip_weight: float = 0.2
     map_weight: float = 1.0
@@ -91,8 +99,16 @@ class Config:
     output_dir: str = "runs/default"
     strategy: str = "default"  # default | mirrored | multi_worker
     jit_compile: bool = False
+    # Keras dtype policy of the models: off (float32) | mixed_float16 | mixed_bfloat16. A run
+    # directory written before this field existed reads it as "off", which is what it used.
+    mixed_precision: str = "off"
     no_pretrain: bool = False
     init_from: Optional[str] = None  # a checkpoint or the reference .npz
+
+    @property
+    def pretrains(self) -> bool:
+        """Whether the run has a pretraining phase (not SASRec, no encoder given to start from)."""
+        return not self.no_pretrain and self.init_from is None and self.pretrain.epochs > 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,62 +116,84 @@ class Config:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         """A copy with dotted overrides applied, e.g. replace(**{"model.aap_rank": 16})."""
         return from_dict(_merge(self.to_dict(), _undot(overrides)))
 
-    def validate(self) -> "Config":
-        m = self.model
-        _require(m.hidden_size > 0, "model.hidden_size", m.hidden_size, "must be positive")
-        _require(m.num_heads > 0, "model.num_heads", m.num_heads, "must be positive")
+    def validate(self) -> Config:
+        model = self.model
+        _require(model.hidden_size > 0, "model.hidden_size", model.hidden_size, "must be positive")
+        _require(model.num_heads > 0, "model.num_heads", model.num_heads, "must be positive")
         _require(
-            m.hidden_size % m.num_heads == 0,
+            model.hidden_size % model.num_heads == 0,
             "model.hidden_size",
-            m.hidden_size,
-            f"must be divisible by model.num_heads ({m.num_heads})",
+            model.hidden_size,
+            f"must be divisible by model.num_heads ({model.num_heads})",
         )
-        _require(m.num_layers > 0, "model.num_layers", m.num_layers, "must be positive")
-        _require(0 <= m.dropout < 1, "model.dropout", m.dropout, "must be in [0, 1)")
+        _require(model.num_layers > 0, "model.num_layers", model.num_layers, "must be positive")
+        _require(0 <= model.dropout < 1, "model.dropout", model.dropout, "must be in [0, 1)")
         _require(
-            0 <= m.attention_dropout < 1,
+            0 <= model.attention_dropout < 1,
             "model.attention_dropout",
-            m.attention_dropout,
+            model.attention_dropout,
             "must be in [0, 1)",
         )
-        _require(m.max_seq_length > 0, "model.max_seq_length", m.max_seq_length, "must be positive")
-        for name, rank in (("model.aap_rank", m.aap_rank), ("model.map_rank", m.resolved_map_rank)):
+        _require(
+            model.max_seq_length > 0,
+            "model.max_seq_length",
+            model.max_seq_length,
+            "must be positive",
+        )
+        for name, rank in (
+            ("model.aap_rank", model.aap_rank),
+            ("model.map_rank", model.resolved_map_rank),
+        ):
             if rank is not None:
                 _require(
-                    isinstance(rank, int) and 0 < rank <= m.hidden_size,
+                    isinstance(rank, int) and 0 < rank <= model.hidden_size,
                     name,
                     rank,
-                    f"must be None (full rank) or an integer in 1..hidden_size ({m.hidden_size})",
+                    "must be None (full rank) or an integer in 1..hidden_size "
+                    f"({model.hidden_size})",
                 )
-        for phase in ("pretrain", "finetune"):
-            p = getattr(self, phase)
-            _require(p.batch_size > 0, f"{phase}.batch_size", p.batch_size, "must be positive")
-            _require(p.epochs >= 0, f"{phase}.epochs", p.epochs, "must be >= 0")
+        for name in ("pretrain", "finetune"):
+            phase = getattr(self, name)
             _require(
-                p.learning_rate > 0, f"{phase}.learning_rate", p.learning_rate, "must be positive"
+                phase.batch_size > 0, f"{name}.batch_size", phase.batch_size, "must be positive"
             )
-        f = self.finetune
-        _require(f.loss in ("bce", "ce", "gbce"), "finetune.loss", f.loss, "must be bce, ce or gbce")
+            _require(phase.epochs >= 0, f"{name}.epochs", phase.epochs, "must be >= 0")
+            _require(
+                phase.learning_rate > 0,
+                f"{name}.learning_rate",
+                phase.learning_rate,
+                "must be positive",
+            )
+        finetune = self.finetune
+        _require(finetune.loss in LOSSES, "finetune.loss", finetune.loss, _one_of(LOSSES))
         _require(
-            f.num_negatives > 0, "finetune.num_negatives", f.num_negatives, "must be positive"
+            finetune.num_negatives > 0,
+            "finetune.num_negatives",
+            finetune.num_negatives,
+            "must be positive",
         )
         _require(
-            f.loss_normalizer in ("dataset", "batch"),
+            finetune.loss_normalizer in LOSS_NORMALIZERS,
             "finetune.loss_normalizer",
-            f.loss_normalizer,
-            "must be dataset or batch",
+            finetune.loss_normalizer,
+            _one_of(LOSS_NORMALIZERS),
         )
+        _require(self.strategy in STRATEGIES, "strategy", self.strategy, _one_of(STRATEGIES))
         _require(
-            self.strategy in ("default", "mirrored", "multi_worker"),
-            "strategy",
-            self.strategy,
-            "must be default, mirrored or multi_worker",
+            self.mixed_precision in PRECISIONS,
+            "mixed_precision",
+            self.mixed_precision,
+            _one_of(PRECISIONS),
         )
         return self
+
+
+def _one_of(choices) -> str:
+    return f"must be {', '.join(choices[:-1])} or {choices[-1]}"
 
 
 def _require(ok: bool, field: str, value: Any, problem: str) -> None:
@@ -197,7 +235,9 @@ def from_dict(values: dict, source: str = "config") -> Config:
     top_fields = {f.name for f in dataclasses.fields(Config)}
     unknown = set(values) - top_fields
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; known: {sorted(top_fields)}.")
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(unknown)}; known: {sorted(top_fields)}."
+        )
     kwargs: dict = {}
     for key, value in values.items():
         if key in _SECTIONS:
@@ -218,14 +258,16 @@ def from_dict(values: dict, source: str = "config") -> Config:
 
 
 def load(path_or_name: Optional[str] = None) -> Config:
-    """Loads a YAML preset (a path, or a name in configs/) over the defaults."""
+    """Loads a YAML preset (a path, or a name in s3rec_tf/configs/) over the defaults."""
     if path_or_name is None:
         return Config()
     path = path_or_name
     if not os.path.exists(path):
         candidate = os.path.join(CONFIG_DIR, path if path.endswith(".yaml") else path + ".yaml")
         if not os.path.exists(candidate):
-            raise ConfigError(f"Config file {path_or_name!r} not found (also looked in {CONFIG_DIR}).")
+            raise ConfigError(
+                f"Config file {path_or_name!r} not found (also looked in {CONFIG_DIR})."
+            )
         path = candidate
     with open(path) as f:
         try:

@@ -11,16 +11,18 @@ batches padded to 50 hold real items.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import numbers
 import posixpath
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Optional, Union
 
 import numpy as np
+import tensorflow as tf
 
 from s3rec_tf import schema
-
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,15 @@ NEGATIVES = schema.NEGATIVES  # [B, 99] the user's sampled negatives (valid/test
 HISTORY = schema.HISTORY  # [B, H] the user's whole input history, right-padded (valid/test)
 
 
+ItemAttributes = Union[np.ndarray, Mapping, Sequence]
+
+
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file and the problem."""
+
+
+class DamagedDataError(DataError):
+    """A shard that cannot be read to its end (truncated or corrupt): rebuild the data."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,7 +70,7 @@ def read_metadata(data_dir: str) -> dict:
 
 
 def check_metadata(metadata: dict, source: str) -> dict:
-    """Checks the keys and the format version of a data directory's metadata (read from `source`)."""
+    """Checks the keys and format version of a data directory's metadata (read from `source`)."""
     missing = [key for key in schema.METADATA_KEYS if key not in metadata]
     if missing:
         raise DataError(f"{source}: missing key(s) {missing}.")
@@ -76,21 +85,95 @@ def check_metadata(metadata: dict, source: str) -> dict:
     return metadata
 
 
-def load_item_attributes(data_dir: str, num_items: int, num_attributes: int) -> List[List[int]]:
+def load_item_attributes(data_dir: str, num_items: int, num_attributes: int) -> list[list[int]]:
     """Attribute ids of every item id 0..num_items + 1 (padding and mask id have none)."""
     path = posixpath.join(data_dir, schema.ITEM2ATTRIBUTES_FILE)
     with tf.io.gfile.GFile(path) as f:
         raw = json.load(f)
-    table: List[List[int]] = [[] for _ in range(num_items + 2)]
-    for key, attributes in raw.items():
+    try:
+        return item_attribute_rows(raw, num_items, num_attributes)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{path}: {e}") from e
+
+
+def item_attribute_rows(
+    item_attributes: ItemAttributes, num_items: int, num_attributes: int
+) -> list[list[int]]:
+    """The item -> attributes lookup, checked: the sorted attribute ids of item ids 0..N + 1.
+
+    `item_attributes` may be:
+      * a mapping {item id: [attribute ids]} (keys int or decimal strings, as in the data's
+        item2attributes.json); items absent from it have no attributes;
+      * a sequence indexed by item id (length num_items + 2) of attribute-id lists;
+      * a dense 0/1 matrix `[num_items + 2, num_attributes + 1]` (the reference's multi-hot).
+    Item ids must be in 1..num_items, attribute ids in 1..num_attributes; duplicates count once
+    (the targets are multi-hot).
+    """
+    rows: list = [[] for _ in range(num_items + 2)]
+    if isinstance(item_attributes, np.ndarray) and item_attributes.ndim == 2:
+        expected = (num_items + 2, num_attributes + 1)
+        if item_attributes.shape != expected:
+            raise ValueError(
+                f"item_attributes: a dense matrix must have shape {expected} "
+                f"(num_items + 2, num_attributes + 1), got {item_attributes.shape}."
+            )
+        bad = ~np.isin(item_attributes, (0, 1))
+        if bad.any():
+            item, attribute = np.argwhere(bad)[0]
+            raise ValueError(
+                f"item_attributes: a dense matrix must be 0/1; item {item}, attribute {attribute} "
+                f"is {item_attributes[item, attribute]!r}."
+            )
+        for item, attribute in np.argwhere(item_attributes):
+            rows[item].append(int(attribute))
+    elif isinstance(item_attributes, Mapping):
+        for key, attributes in item_attributes.items():
+            rows[_item_id(key, num_items)] = _attribute_ids(key, attributes, num_attributes)
+    elif isinstance(item_attributes, Sequence) and not isinstance(item_attributes, str):
+        if len(item_attributes) != num_items + 2:
+            raise ValueError(
+                f"item_attributes: a sequence indexed by item id needs num_items + 2 = "
+                f"{num_items + 2} entries, got {len(item_attributes)}."
+            )
+        for item, attributes in enumerate(item_attributes):
+            rows[item] = _attribute_ids(item, attributes or (), num_attributes)
+    else:
+        raise TypeError(
+            "item_attributes must be a mapping {item id: [attribute ids]}, a sequence indexed by "
+            f"item id, or a dense 0/1 matrix; got {type(item_attributes).__name__}."
+        )
+    for item in (schema.PAD_ID, num_items + 1):
+        if rows[item]:
+            raise ValueError(
+                f"item_attributes: item id {item} is padding/mask and cannot have attributes "
+                f"({rows[item]})."
+            )
+    if any(0 in row for row in rows):
+        item = next(i for i, row in enumerate(rows) if 0 in row)
+        raise ValueError(f"item_attributes: item {item} has attribute 0, which is unused.")
+    return rows
+
+
+def _item_id(key, num_items: int) -> int:
+    try:
         item = int(key)
-        if not 1 <= item <= num_items:
-            raise DataError(f"{path}: item id {key} outside 1..{num_items}.")
-        bad = [a for a in attributes if not 1 <= a <= num_attributes]
-        if bad:
-            raise DataError(f"{path}: item {key} has attribute ids {bad} outside 1..{num_attributes}.")
-        table[item] = sorted(set(attributes))
-    return table
+    except (TypeError, ValueError):
+        raise ValueError(f"item_attributes: item key {key!r} is not an integer id.") from None
+    if isinstance(key, float) or not 1 <= item <= num_items:
+        raise ValueError(f"item_attributes: item id {key!r} is outside 1..{num_items}.")
+    return item
+
+
+def _attribute_ids(item, attributes, num_attributes: int) -> list:
+    ids = []
+    for attribute in attributes:
+        if not isinstance(attribute, numbers.Integral) or not 1 <= attribute <= num_attributes:
+            raise ValueError(
+                f"item_attributes: item {item} has attribute {attribute!r}; attribute ids must be "
+                f"integers in 1..{num_attributes}."
+            )
+        ids.append(int(attribute))
+    return sorted(set(ids))
 
 
 def item_popularity(data_dir: str, num_items: int) -> np.ndarray:
@@ -101,7 +184,7 @@ def item_popularity(data_dir: str, num_items: int) -> np.ndarray:
     return counts
 
 
-def _files(data_dir: str, prefix: str) -> List[str]:
+def _files(data_dir: str, prefix: str) -> list[str]:
     pattern = schema.shard_glob(data_dir, prefix)
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
@@ -115,17 +198,48 @@ def _parsed(data_dir: str, prefix: str, features: dict) -> tf.data.Dataset:
     # Files in a fixed order, records in file order: the same epoch for the same seed.
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=None)
     # Parsing batches of records is several times faster than one at a time.
-    return dataset.batch(1024).map(
-        lambda records: tf.io.parse_example(records, features), num_parallel_calls=AUTOTUNE
-    ).unbatch()
+    return (
+        dataset.batch(1024)
+        .map(lambda records: tf.io.parse_example(records, features), num_parallel_calls=AUTOTUNE)
+        .unbatch()
+    )
 
 
 def left_pad(sequences: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-    """Right-padded [B, W] -> left-padded [B, W] (each row's items moved to the right end)."""
+    """Right-padded [B, W] -> left-padded [B, W] (each row's items moved to the right end).
+
+    The encoder's padding contract (`keras_models.encoder`): the last item in the last column.
+    """
     return tf.reverse(tf.reverse_sequence(sequences, lengths, seq_axis=1, batch_axis=0), axis=[1])
 
 
-def _bucket_boundaries(max_len: int) -> List[int]:
+def left_pad_ragged(rows: tf.RaggedTensor) -> tf.Tensor:
+    """Ragged ids `[B, None]` -> `[B, W]` left-padded with PAD_ID, W = max(1, longest row)."""
+    lengths = rows.row_lengths()
+    width = tf.maximum(tf.reduce_max(lengths), 1)
+    right_padded = rows.to_tensor(
+        default_value=schema.PAD_ID, shape=tf.stack([rows.nrows(), width])
+    )
+    return left_pad(right_padded, lengths)
+
+
+def _left_aligned(length_of: str, names: Optional[Sequence[str]] = None):
+    """A batch map moving the items of `names` (default: every feature) to the right end.
+
+    A row's length is its number of non-padding entries in feature `length_of`.
+    """
+
+    def align(batch):
+        lengths = tf.reduce_sum(tf.cast(batch[length_of] != schema.PAD_ID, tf.int32), axis=1)
+        return {
+            name: left_pad(value, lengths) if names is None or name in names else value
+            for name, value in batch.items()
+        }
+
+    return align
+
+
+def _bucket_boundaries(max_len: int) -> list[int]:
     # Finer buckets for short sequences, where most examples are.
     bounds = [b for b in (2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40) if b < max_len + 1]
     return bounds + [max_len + 1]
@@ -195,7 +309,7 @@ class PretrainData:
                 f"model.max_seq_length = {max_seq_length} is shorter than the pretraining "
                 f"examples of {data_dir} (max_seq_length {metadata['max_seq_length']})."
             )
-        self._cached: Dict[int, tf.data.Dataset] = {}
+        self._cached: dict[int, tf.data.Dataset] = {}
 
     def duplicate(self, epoch: int) -> int:
         return epoch % self.dupe_factor
@@ -214,7 +328,9 @@ class PretrainData:
         dataset = self._examples(self.duplicate(epoch))
         if shuffle:
             dataset = dataset.shuffle(
-                min(self.num_examples, 50_000), seed=self.seed + epoch, reshuffle_each_iteration=False
+                min(self.num_examples, 50_000),
+                seed=self.seed + epoch,
+                reshuffle_each_iteration=False,
             )
         dataset = _bucketed(
             dataset,
@@ -224,12 +340,7 @@ class PretrainData:
             padded_shapes={name: [None] for name in schema.PRETRAIN_SEQUENCES},
             fixed_widths=self.fixed_widths,
         )
-
-        def to_left_padded(batch):
-            lengths = tf.reduce_sum(tf.cast(batch[schema.POS_ITEMS] > 0, tf.int32), axis=1)
-            return {name: left_pad(value, lengths) for name, value in batch.items()}
-
-        dataset = dataset.map(to_left_padded, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(_left_aligned(schema.POS_ITEMS), num_parallel_calls=AUTOTUNE)
         return dataset.prefetch(AUTOTUNE).with_options(_options())
 
 
@@ -266,7 +377,9 @@ def sample_negatives(
         return i + 1, tf.where(hits(samples), fresh, samples)
 
     _, samples = tf.while_loop(
-        lambda i, samples: tf.reduce_any(hits(samples)), body, (tf.constant(1, tf.int32), draw(seed))
+        lambda i, samples: tf.reduce_any(hits(samples)),
+        body,
+        (tf.constant(1, tf.int32), draw(seed)),
     )
     return samples
 
@@ -331,22 +444,18 @@ def finetune_train_dataset(
         padded_shapes={INPUT_IDS: [None], TARGET_IDS: [None], NEGATIVE_IDS: [None, num_negatives]},
         fixed_widths=fixed_widths,
     )
-
-    def to_left_padded(batch):
-        lengths = tf.reduce_sum(tf.cast(batch[INPUT_IDS] > 0, tf.int32), axis=1)
-        return {name: left_pad(value, lengths) for name, value in batch.items()}
-
-    return dataset.map(to_left_padded, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(
-        _options()
-    )
+    dataset = dataset.map(_left_aligned(INPUT_IDS), num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE).with_options(_options())
 
 
-def eval_dataset(data_dir: str, split: str, batch_size: int, max_seq_length: int) -> tf.data.Dataset:
+def eval_dataset(
+    data_dir: str, split: str, batch_size: int, max_seq_length: int
+) -> tf.data.Dataset:
     """Valid or test users in a fixed order.
 
-    Each batch: user [B], input_ids [B, W] (the last max_seq_length history items, left-padded), target [B],
-    negatives [B, 99] (sampled protocol) and history [B, H] (every input item, right-padded with 0,
-    for the full-ranking protocol's optional history exclusion).
+    Each batch: user [B], input_ids [B, W] (the last max_seq_length history items, left-padded),
+    target [B], negatives [B, 99] (sampled protocol) and history [B, H] (every input item,
+    right-padded with 0, for the full-ranking protocol's optional history exclusion).
     """
     if split not in ("valid", "test"):
         raise ValueError(f"eval_dataset reads 'valid' or 'test', not {split!r}.")
@@ -371,34 +480,50 @@ def eval_dataset(data_dir: str, split: str, batch_size: int, max_seq_length: int
             HISTORY: [None],
         },
     )
-
-    def to_left_padded(batch):
-        lengths = tf.reduce_sum(tf.cast(batch[INPUT_IDS] > 0, tf.int32), axis=1)
-        return {**batch, INPUT_IDS: left_pad(batch[INPUT_IDS], lengths)}
-
     return (
-        dataset.map(to_left_padded, num_parallel_calls=AUTOTUNE)
+        dataset.map(_left_aligned(INPUT_IDS, [INPUT_IDS]), num_parallel_calls=AUTOTUNE)
         .cache()
         .prefetch(AUTOTUNE)
         .with_options(_options())
     )
 
 
-def dataset_sizes(data_dir: str) -> Dict[str, int]:
-    """Number of users in each split (for logging and steps bookkeeping)."""
-    return {
-        split: int(
-            _parsed(data_dir, schema.split_prefix(split), schema.split_features(split))
-            .reduce(0, lambda n, _: n + 1)
-            .numpy()
-        )
-        for split in schema.SPLITS
-    }
-
-
-def check_files(data_dir: str, splits: Sequence[str] = schema.SPLITS, dupe_factor: Optional[int] = None):
+def check_files(
+    data_dir: str, splits: Sequence[str] = schema.SPLITS, dupe_factor: Optional[int] = None
+) -> None:
     """Fails before any work if a shard set the run needs is missing."""
     for split in splits:
         _files(data_dir, schema.split_prefix(split))
     for duplicate in range(dupe_factor or 0):
         _files(data_dir, schema.pretrain_prefix(duplicate))
+
+
+def find_damaged_shards(data_dir: str) -> list[str]:
+    """The TFRecord shards under `data_dir` that cannot be read to their end."""
+    shards = "*" + schema.TFRECORD_SUFFIX
+    files = tf.io.gfile.glob(posixpath.join(data_dir, "*", shards))  # the splits
+    files += tf.io.gfile.glob(posixpath.join(data_dir, schema.PRETRAIN_DIR, "*", shards))
+    damaged = []
+    for file in sorted(files):
+        try:
+            for _ in tf.data.TFRecordDataset(file).batch(4096):
+                pass
+        except tf.errors.DataLossError:
+            damaged.append(file)
+    return damaged
+
+
+@contextlib.contextmanager
+def explain_damaged_data(data_dir: str):
+    """Turns TensorFlow's DataLossError (which names no file) into a DamagedDataError that names
+    the damaged shards of `data_dir` and says how to rebuild them."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        files = find_damaged_shards(data_dir) or [f"a TFRecord shard under {data_dir}"]
+        detail = (e.message.strip().splitlines() or ["unreadable"])[0]  # TF adds op details
+        raise DamagedDataError(
+            f"{', '.join(files)}: the data is damaged (a truncated or corrupt TFRecord file: "
+            f"{detail}). Rebuild {data_dir} by rerunning the preprocessing job "
+            "(python -m beam_pipelines.preprocess ... --output DIR) and train on its output."
+        ) from None

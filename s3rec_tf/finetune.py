@@ -18,27 +18,23 @@ targets per example. The latter is the reference's objective: its batches are ra
 count is about that, so every target position weighs the same. Our batches are bucketed by length,
 and dividing by their own count would weigh a position of a batch of short histories (2 targets
 per user) 20 times one of long histories (40 per user).
-`test_step` updates the ranking metrics of `s3rec_tf.metrics` under both protocols.
+`test_step` updates the ranking metrics of `s3rec_tf.metrics` under both protocols. Scores,
+losses and metrics are float32 whatever the Keras dtype policy.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+import tensorflow as tf
+
 from s3rec_tf import data as data_lib
 from s3rec_tf import metrics as metrics_lib
-
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
-
-
-def global_sum(value: tf.Tensor) -> tf.Tensor:
-    """Sum of `value` over the replicas of the current strategy (itself outside a strategy)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+from s3rec_tf.config import LOSSES
+from s3rec_tf.runtime import global_sum
 
 
+@tf.keras.utils.register_keras_serializable(package="S3Rec")
 class S3RecRecommender(tf.keras.Model):
     """Next-item recommender on a (pretrained) encoder.
 
@@ -65,7 +61,7 @@ class S3RecRecommender(tf.keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if loss not in ("bce", "gbce", "ce"):
+        if loss not in LOSSES:
             raise ValueError(f"loss must be 'bce', 'gbce' or 'ce', not {loss!r}.")
         self.encoder = encoder
         self.loss_name = loss
@@ -94,8 +90,9 @@ class S3RecRecommender(tf.keras.Model):
 
     def score_all(self, input_ids, training=None):
         """Next-item scores over every id 0..num_items + 1, [batch, num_items + 2]."""
-        user = self(input_ids, training=training)
-        return tf.matmul(user, self.encoder.item_embeddings, transpose_b=True)
+        user = tf.cast(self(input_ids, training=training), tf.float32)
+        table = tf.cast(self.encoder.item_embeddings, tf.float32)
+        return tf.matmul(user, table, transpose_b=True)
 
     # ------------------------------------------------------------------------------- training
 
@@ -103,8 +100,9 @@ class S3RecRecommender(tf.keras.Model):
         """Sum of the per-position losses and the number of target positions (this replica)."""
         inputs, targets = batch[data_lib.INPUT_IDS], batch[data_lib.TARGET_IDS]
         states = self.encoder(inputs, causal=True, training=training)  # [B, W, d]
+        states = tf.cast(states, tf.float32)  # logits and losses in float32 under any policy
         is_target = targets > 0
-        table = self.encoder.item_embeddings
+        table = tf.cast(self.encoder.item_embeddings, tf.float32)
         # Every position is computed and padding is masked out afterwards: fixed shapes keep the
         # step XLA-compilable, and bucketing keeps the padding small.
         if self.loss_name == "ce":
@@ -135,8 +133,9 @@ class S3RecRecommender(tf.keras.Model):
         with tf.GradientTape() as tape:
             loss_sum, count = self.compute_loss_terms(batch, training=True)
             loss = loss_sum / tf.maximum(self._normalizer(batch, count), 1.0)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        # minimize() scales the loss under a mixed-precision LossScaleOptimizer; the optimizer
+        # sums the gradients over replicas.
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         # Mean over all positions seen, weighted by this replica's count.
         self.loss_tracker.update_state(loss_sum / tf.maximum(count, 1.0), sample_weight=count)
         return {"loss": self.loss_tracker.result()}
@@ -169,36 +168,24 @@ class S3RecRecommender(tf.keras.Model):
         return {m.name: m.result() for m in self.ranking_metrics}
 
     def get_config(self):
-        return {
-            "loss": self.loss_name,
-            "gbce_t": self.gbce_t,
-            "exclude_history": self.exclude_history,
-            "targets_per_example": self.targets_per_example,
-        }
-
-
-def build_recommender(config, encoder, targets_per_example: Optional[float] = None) -> S3RecRecommender:
-    """The recommender of a Config (loss and protocol switches from config.finetune).
-
-    targets_per_example: the data's mean (`data.mean_finetune_targets`), used when
-    config.finetune.loss_normalizer is "dataset", where it is required.
-    """
-    f = config.finetune
-    if f.loss_normalizer == "batch":
-        targets_per_example = None
-    elif targets_per_example is None:
-        raise ValueError(
-            'finetune.loss_normalizer "dataset" needs targets_per_example '
-            "(data.mean_finetune_targets of the training data)."
+        # Model.get_config of a subclassed model is empty: name and trainable are added here.
+        config = super().get_config()
+        config.update(
+            name=self.name,
+            trainable=self.trainable,
+            encoder=tf.keras.layers.serialize(self.encoder),
+            loss=self.loss_name,
+            gbce_t=self.gbce_t,
+            exclude_history=self.exclude_history,
+            targets_per_example=self.targets_per_example,
         )
-    return S3RecRecommender(
-        encoder,
-        loss=f.loss,
-        gbce_t=f.gbce_t,
-        exclude_history=f.exclude_history,
-        targets_per_example=targets_per_example,
-        name="s3rec",
-    )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = tf.keras.layers.deserialize(config["encoder"])
+        return cls(**config)
 
 
 def evaluate(model: S3RecRecommender, dataset, prefix: Optional[str] = None) -> dict:

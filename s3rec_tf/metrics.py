@@ -45,7 +45,8 @@ context from the state summed over replicas (tested on 2 replicas, with an uneve
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import tensorflow as tf  # after the s3rec_tf package selected Keras 2
 
@@ -264,7 +265,7 @@ def ranking_metrics(
     protocol: str,
     hit_rate_ks: Sequence[int] = HIT_RATE_KS,
     ndcg_ks: Sequence[int] = NDCG_KS,
-) -> List[RankingMetric]:
+) -> list[RankingMetric]:
     """HR@k, NDCG@k and MRR of one protocol, named `{protocol}_hr@10`, `{protocol}_mrr`, ...
 
     Create them inside `strategy.scope()` when evaluating under `tf.distribute`.

@@ -12,6 +12,9 @@ Each objective is its sum over the batch divided by the GLOBAL batch size (all r
 summed gradient is that of the whole batch whatever the number of replicas, and the objective
 weights mean what they mean in the reference.
 
+Logits, objectives and logged losses are float32 whatever the Keras dtype policy (under a mixed
+policy the encoder computes in 16 bits, its outputs are cast before the heads).
+
 Every BCE is computed from logits: BCE(σ(z), y) = softplus(z) − y·z. PyTorch's BCELoss clamps
 log(·) at −100, which only changes terms with |z| > ~17 in float32 (the multi-hot terms) or never
 (the difference forms, where |z| <= 1); see tests/test_pretrain.py for the reference check.
@@ -22,36 +25,19 @@ with 0 (other keys, e.g. `user`, are ignored).
 
 from __future__ import annotations
 
-import numbers
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping
+from typing import Optional
 
 import numpy as np
-
-import keras_models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
+
 from keras_models import S3RecEncoder, S3RecPretrainHeads
 from s3rec_tf import schema
-from s3rec_tf.config import Config, ModelConfig
+from s3rec_tf.data import ItemAttributes, item_attribute_rows
+from s3rec_tf.runtime import global_sum
 
 OBJECTIVES = ("aap", "mip", "map", "sp")
 HEAD_POSITIONS = ("auto", "gather", "dense")
-
-ItemAttributes = Union[np.ndarray, Mapping, Sequence]
-
-
-def encoder_from_config(model: ModelConfig, num_items: int) -> S3RecEncoder:
-    """The S3RecEncoder that `model` describes, for `num_items` items."""
-    return S3RecEncoder(
-        num_items=num_items,
-        max_seq_length=model.max_seq_length,
-        hidden_size=model.hidden_size,
-        num_layers=model.num_layers,
-        num_heads=model.num_heads,
-        dropout=model.dropout,
-        attention_dropout=model.attention_dropout,
-        initializer_range=model.initializer_range,
-        name="encoder",
-    )
 
 
 def attribute_id_table(
@@ -59,56 +45,10 @@ def attribute_id_table(
 ) -> np.ndarray:
     """The item -> attributes lookup as a padded id table `[num_items + 2, K]` (0 = no attribute).
 
-    `item_attributes` may be:
-      * a mapping {item id: [attribute ids]} (keys int or decimal strings, as in the data's
-        item2attributes.json); items absent from it have no attributes;
-      * a sequence indexed by item id (length num_items + 2) of attribute-id lists;
-      * a dense 0/1 matrix `[num_items + 2, num_attributes + 1]` (the reference's multi-hot).
-    Item ids must be in 1..num_items, attribute ids in 1..num_attributes; duplicates count once
-    (the targets are multi-hot). K is the largest number of attributes of one item.
+    `item_attributes`: any form `data.item_attribute_rows` accepts (a mapping, a sequence indexed
+    by item id, a dense 0/1 matrix); K is the largest number of attributes of one item.
     """
-    rows: list = [[] for _ in range(num_items + 2)]
-    if isinstance(item_attributes, np.ndarray) and item_attributes.ndim == 2:
-        expected = (num_items + 2, num_attributes + 1)
-        if item_attributes.shape != expected:
-            raise ValueError(
-                f"item_attributes: a dense matrix must have shape {expected} "
-                f"(num_items + 2, num_attributes + 1), got {item_attributes.shape}."
-            )
-        bad = ~np.isin(item_attributes, (0, 1))
-        if bad.any():
-            item, attribute = np.argwhere(bad)[0]
-            raise ValueError(
-                f"item_attributes: a dense matrix must be 0/1; item {item}, attribute {attribute} "
-                f"is {item_attributes[item, attribute]!r}."
-            )
-        for item, attribute in np.argwhere(item_attributes):
-            rows[item].append(int(attribute))
-    elif isinstance(item_attributes, Mapping):
-        for key, attributes in item_attributes.items():
-            rows[_item_id(key, num_items)] = _attribute_ids(key, attributes, num_attributes)
-    elif isinstance(item_attributes, Sequence) and not isinstance(item_attributes, str):
-        if len(item_attributes) != num_items + 2:
-            raise ValueError(
-                f"item_attributes: a sequence indexed by item id needs num_items + 2 = "
-                f"{num_items + 2} entries, got {len(item_attributes)}."
-            )
-        for item, attributes in enumerate(item_attributes):
-            rows[item] = _attribute_ids(item, attributes or (), num_attributes)
-    else:
-        raise TypeError(
-            "item_attributes must be a mapping {item id: [attribute ids]}, a sequence indexed by "
-            f"item id, or a dense 0/1 matrix; got {type(item_attributes).__name__}."
-        )
-    for item in (0, num_items + 1):
-        if rows[item]:
-            raise ValueError(
-                f"item_attributes: item id {item} is padding/mask and cannot have attributes "
-                f"({rows[item]})."
-            )
-    if any(0 in row for row in rows):
-        item = next(i for i, row in enumerate(rows) if 0 in row)
-        raise ValueError(f"item_attributes: item {item} has attribute 0, which is unused.")
+    rows = item_attribute_rows(item_attributes, num_items, num_attributes)
     width = max(1, max(len(row) for row in rows))
     table = np.zeros([num_items + 2, width], np.int32)
     for item, row in enumerate(rows):
@@ -116,28 +56,7 @@ def attribute_id_table(
     return table
 
 
-def _item_id(key, num_items: int) -> int:
-    try:
-        item = int(key)
-    except (TypeError, ValueError):
-        raise ValueError(f"item_attributes: item key {key!r} is not an integer id.") from None
-    if isinstance(key, float) or not 1 <= item <= num_items:
-        raise ValueError(f"item_attributes: item id {key!r} is outside 1..{num_items}.")
-    return item
-
-
-def _attribute_ids(item, attributes, num_attributes: int) -> list:
-    ids = []
-    for attribute in attributes:
-        if not isinstance(attribute, numbers.Integral) or not 1 <= attribute <= num_attributes:
-            raise ValueError(
-                f"item_attributes: item {item} has attribute {attribute!r}; attribute ids must be "
-                f"integers in 1..{num_attributes}."
-            )
-        ids.append(int(attribute))
-    return sorted(set(ids))
-
-
+@tf.keras.utils.register_keras_serializable(package="S3Rec")
 class S3RecPretrainer(tf.keras.Model):
     """The S3-Rec pretraining model: a backbone encoder, the pretraining heads, four objectives.
 
@@ -152,9 +71,8 @@ class S3RecPretrainer(tf.keras.Model):
         masked ones (rows gathered with tf.where, so the shapes are data-dependent); "dense"
         scores every position and zeroes the unwanted ones (static shapes); "auto" (default) =
         "dense" when the model is compiled with jit_compile, "gather" otherwise. Under XLA,
-        data-dependent shapes are padded to their upper bound (so gathering saves nothing), and a
-        full-size training step with them did not finish within 400 s on CPU; without XLA,
-        "gather" is the faster (W=15: 61 vs 68 ms per step of 100 on 2 CPU cores).
+        data-dependent shapes are padded to their upper bound, so gathering saves nothing and
+        compiles slowly; without XLA, "gather" is the faster (reports/pretrain_speed.json).
 
     Call / `compute_losses(batch, training)`: dict {"aap", "mip", "map", "sp"} of scalars (each the
     objective's sum over the local batch divided by the global batch size).
@@ -202,40 +120,31 @@ class S3RecPretrainer(tf.keras.Model):
         # per-objective methods, which do not build them on first use the way __call__ would.
         self.build()
 
-    @classmethod
-    def from_project_config(
-        cls,
-        config: Config,
-        num_items: int,
-        num_attributes: int,
-        item_attributes: ItemAttributes,
-        **kwargs,
-    ) -> "S3RecPretrainer":
-        """Builds the encoder, heads and objective weights from a validated `Config`.
+    def get_config(self):
+        # Model.get_config of a subclassed model is empty: name and trainable are added here.
+        config = super().get_config()
+        table = self.item_attribute_ids.numpy()
+        config.update(
+            name=self.name,
+            trainable=self.trainable,
+            encoder=tf.keras.layers.serialize(self.encoder),
+            heads=tf.keras.layers.serialize(self.heads),
+            # The table's rows without their padding: a sequence indexed by item id.
+            item_attributes=[[int(a) for a in row if a] for row in table],
+            aap_weight=self.objective_weights["aap"],
+            mip_weight=self.objective_weights["mip"],
+            map_weight=self.objective_weights["map"],
+            sp_weight=self.objective_weights["sp"],
+            head_positions=self.head_positions,
+        )
+        return config
 
-        (Not `from_config`: Keras reserves that name for rebuilding a model from `get_config()`.)
-        """
-        config.validate()
-        model = config.model
-        heads = S3RecPretrainHeads(
-            num_attributes=num_attributes,
-            hidden_size=model.hidden_size,
-            aap_rank=model.aap_rank,
-            map_rank=model.resolved_map_rank,
-            initializer_range=model.initializer_range,
-            name="heads",
-        )
-        pretrain = config.pretrain
-        return cls(
-            encoder_from_config(model, num_items),
-            heads,
-            item_attributes,
-            aap_weight=pretrain.aap_weight,
-            mip_weight=pretrain.mip_weight,
-            map_weight=pretrain.map_weight,
-            sp_weight=pretrain.sp_weight,
-            **kwargs,
-        )
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = tf.keras.layers.deserialize(config["encoder"])
+        config["heads"] = tf.keras.layers.deserialize(config["heads"])
+        return cls(**config)
 
     def build(self, input_shape=None):
         # Every weight shape follows from the constructor arguments (Model.build would insist on
@@ -257,7 +166,7 @@ class S3RecPretrainer(tf.keras.Model):
     def compute_losses(self, batch, training=None) -> dict:
         """The four objectives, each its local sum / the global batch size."""
         sums, local_batch = self._objective_sums(batch, training)
-        global_batch = _global_batch_size(local_batch)
+        global_batch = global_sum(tf.cast(local_batch, tf.float32))
         return {name: sums[name] / global_batch for name in OBJECTIVES}
 
     def total_loss(self, losses: Mapping[str, tf.Tensor]) -> tf.Tensor:
@@ -268,7 +177,7 @@ class S3RecPretrainer(tf.keras.Model):
         batch, _, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             sums, local_batch = self._objective_sums(batch, training=True)
-            global_batch = _global_batch_size(local_batch)
+            global_batch = global_sum(tf.cast(local_batch, tf.float32))
             total = self.total_loss({name: sums[name] / global_batch for name in OBJECTIVES})
         # minimize() handles loss scaling under a mixed-precision LossScaleOptimizer; the
         # optimizer sums the gradients over replicas.
@@ -297,7 +206,9 @@ class S3RecPretrainer(tf.keras.Model):
         items, pos_items, neg_items, segments, pos_segments, neg_segments = _sequences(batch)
         local_batch = tf.shape(items)[0]
         hidden_size = self.encoder.hidden_size
-        hidden = tf.reshape(self.encoder(items, training=training), [-1, hidden_size])  # [B·W, d]
+        # [B·W, d]; float32 from here on (the heads compute in float32 under a mixed policy too).
+        hidden = tf.reshape(self.encoder(items, training=training), [-1, hidden_size])
+        hidden = tf.cast(hidden, tf.float32)
         # SP needs only the last position of the three segment sequences: one encoder pass over
         # them stacked along the batch axis, whose last block runs on the last position only.
         last = self.encoder(
@@ -305,37 +216,39 @@ class S3RecPretrainer(tf.keras.Model):
             training=training,
             last_position_only=True,
         )
-        last = tf.reshape(last, [3, -1, hidden_size])  # [3, B, d]
+        last = tf.reshape(tf.cast(last, tf.float32), [3, -1, hidden_size])  # [3, B, d]
 
         items = tf.reshape(items, [-1])
         pos_items = tf.reshape(pos_items, [-1])
         neg_items = tf.reshape(neg_items, [-1])
         is_masked = tf.equal(items, self.encoder.mask_id)
-        is_item = tf.logical_and(tf.not_equal(items, 0), tf.logical_not(is_masked))
+        is_item = tf.logical_and(tf.not_equal(items, schema.PAD_ID), tf.logical_not(is_masked))
 
-        (aap_hidden, aap_items), aap_weight = self._rows(is_item, hidden, pos_items)
+        (aap_hidden, aap_items), aap_selected = self._rows(is_item, hidden, pos_items)
         aap = self._attribute_bce(self.heads.aap_logits(aap_hidden), aap_items)
 
-        (masked_hidden, masked_pos, masked_neg), mask_weight = self._rows(
+        (masked_hidden, masked_pos, masked_neg), masked_selected = self._rows(
             is_masked, hidden, pos_items, neg_items
         )
         map_ = self._attribute_bce(self.heads.map_logits(masked_hidden), masked_pos)
-        candidates = tf.gather(self.encoder.item_embeddings, tf.stack([masked_pos, masked_neg], -1))
+        item_embeddings = tf.cast(self.encoder.item_embeddings, tf.float32)
+        candidates = tf.gather(item_embeddings, tf.stack([masked_pos, masked_neg], -1))
         mip = _difference_bce(self.heads.mip_logits(masked_hidden, candidates))
 
         context, pos_segment, neg_segment = last[0], last[1], last[2]
         sp = _difference_bce(self.heads.sp_logits(context, tf.stack([pos_segment, neg_segment], 1)))
 
         sums = {
-            "aap": _weighted_sum(aap, aap_weight),
-            "mip": _weighted_sum(mip, mask_weight),
-            "map": _weighted_sum(map_, mask_weight),
+            "aap": _selected_sum(aap, aap_selected),
+            "mip": _selected_sum(mip, masked_selected),
+            "map": _selected_sum(map_, masked_selected),
             "sp": tf.reduce_sum(sp),
         }
         return sums, local_batch
 
     def _rows(self, selected, *tensors):
-        """The rows of `tensors` an objective needs: gathered, or all with a 0/1 selector."""
+        """The rows of `tensors` an objective needs: gathered (selector None), or all of them
+        with the boolean selector of the needed ones."""
         gather = self.head_positions == "gather" or (
             self.head_positions == "auto" and not self.jit_compile
         )
@@ -372,19 +285,10 @@ def _difference_bce(logits):
     return tf.nn.softplus(scores[..., 1] - scores[..., 0])
 
 
-def _weighted_sum(values, selected: Optional[tf.Tensor]):
+def _selected_sum(values, selected: Optional[tf.Tensor]):
     if selected is None:
         return tf.reduce_sum(values)
     return tf.reduce_sum(tf.where(selected, values, 0.0))
-
-
-def _global_batch_size(local_batch):
-    """The batch size summed over replicas (the local one outside a replica context)."""
-    local_batch = tf.cast(local_batch, tf.float32)
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return local_batch
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, local_batch)
 
 
 def _sequences(batch):

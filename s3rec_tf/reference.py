@@ -14,12 +14,12 @@ values.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Optional, Union
 
 import numpy as np
-
-import keras_models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 import tensorflow as tf
+
 from keras_models import S3RecEncoder, S3RecPretrainHeads
 
 DEFAULT_PREFIX = "weights/"

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 before tf.keras is touched)
 from s3rec_tf import config as config_lib
-from s3rec_tf import pretrain as pretrain_lib
+from s3rec_tf import builders
 from s3rec_tf import schema
 
 
@@ -126,7 +126,7 @@ def write_run_dir(
 
     tf.keras.utils.set_random_seed(seed)
     # The same constructor the training CLI uses, so the checkpoint matches what export rebuilds.
-    encoder = pretrain_lib.encoder_from_config(config.model, num_items)
+    encoder = builders.encoder_from_config(config.model, num_items)
     encoder.build(None)
     tf.train.Checkpoint(encoder=encoder).write(os.path.join(run_dir, "final", "encoder"))
     return {

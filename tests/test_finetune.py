@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from keras_models import S3RecEncoder
+from s3rec_tf import builders
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
 
@@ -115,10 +116,10 @@ def test_build_recommender_needs_the_data_mean_for_the_dataset_normalizer():
     config = config_lib.Config()
     assert config.finetune.loss_normalizer == "dataset"
     with pytest.raises(ValueError, match="targets_per_example"):
-        finetune_lib.build_recommender(config, encoder)
-    assert finetune_lib.build_recommender(config, encoder, 3.0).targets_per_example == 3.0
+        builders.recommender_from_config(config, encoder)
+    assert builders.recommender_from_config(config, encoder, 3.0).targets_per_example == 3.0
     batch_config = config.replace(**{"finetune.loss_normalizer": "batch"}).validate()
-    assert finetune_lib.build_recommender(batch_config, encoder, 3.0).targets_per_example is None
+    assert builders.recommender_from_config(batch_config, encoder, 3.0).targets_per_example is None
     with pytest.raises(config_lib.ConfigError, match="finetune.loss_normalizer"):
         config.replace(**{"finetune.loss_normalizer": "mean"}).validate()
     with pytest.raises(ValueError, match="positive"):

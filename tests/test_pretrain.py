@@ -6,6 +6,7 @@ import pytest
 import keras_models  # noqa: F401  (Keras 2 first)
 import tensorflow as tf
 from keras_models import S3RecEncoder, S3RecPretrainHeads
+from s3rec_tf import builders
 from s3rec_tf import config as config_lib
 from s3rec_tf import schema
 from s3rec_tf.pretrain import OBJECTIVES, S3RecPretrainer, attribute_id_table
@@ -264,14 +265,14 @@ def test_from_project_config_uses_the_configured_model_and_weights():
     config = config_lib.load("reference_weights").replace(
         **{"model.aap_rank": 16, "model.hidden_size": 32, "model.num_heads": 4}
     )
-    model = S3RecPretrainer.from_project_config(
+    model = builders.pretrainer_from_config(
         config, NUM_ITEMS, NUM_ATTRIBUTES, item_attributes(NUM_ITEMS, NUM_ATTRIBUTES)
     )
     assert model.objective_weights == {"aap": 0.2, "mip": 1.0, "map": 1.0, "sp": 0.5}
     assert model.heads.aap.rank == model.heads.map.rank == 16  # map_rank "aap" follows it
     assert model.encoder.hidden_size == 32 and model.encoder.num_heads == 4
     assert model.encoder.dropout == 0.5 and model.encoder.max_seq_length == 50
-    defaults = S3RecPretrainer.from_project_config(
+    defaults = builders.pretrainer_from_config(
         config_lib.Config(), NUM_ITEMS, NUM_ATTRIBUTES, {}
     )
     assert defaults.objective_weights == {"aap": 1.0, "mip": 0.2, "map": 1.0, "sp": 0.5}

@@ -11,7 +11,7 @@ import tensorflow as tf
 from dataset_fixture import small_dataset  # noqa: E402
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import pretrain as pretrain_lib
+from s3rec_tf import builders
 from s3rec_tf import schema
 from s3rec_tf import train
 
@@ -26,7 +26,7 @@ def _losses_by_hand(run, checkpoint, data_dir):
     config = config_lib.load(str(run / "config.json"))
     metadata = data_lib.read_metadata(data_dir)
     attributes = data_lib.load_item_attributes(data_dir, metadata["num_items"], metadata["num_attributes"])
-    model = pretrain_lib.S3RecPretrainer.from_project_config(
+    model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], attributes
     )
     data = data_lib.PretrainData(data_dir, metadata, config.pretrain.batch_size, config.model.max_seq_length, config.seed)

@@ -13,7 +13,8 @@ import pytest
 
 from s3rec_tf import data as data_lib
 from s3rec_tf import schema
-from s3rec_tf import train
+from s3rec_tf import phases, runtime, train
+from s3rec_tf import run_dir as run_dir_lib
 
 import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
@@ -83,7 +84,7 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     assert second["finetune"]["seconds"] == pytest.approx(sum(float(r["epoch_seconds"]) for r in finetune_log), rel=1e-6)
     # The pretraining summary is on disk once pretraining ends; a rerun of a finished
     # pretraining keeps it (last epoch's losses included) instead of an empty one.
-    summary = json.load(open(run / train.PRETRAIN_SUMMARY))
+    summary = json.load(open(run / run_dir_lib.PRETRAIN_SUMMARY))
     assert summary == json.loads(json.dumps(second["pretrain"]))
     assert summary["last_epoch"]["mip_loss"] > 0
     third = train.main(_args(data_dir, run, "--pretrain_epochs", "3", "--finetune_epochs", "2"))
@@ -96,7 +97,7 @@ def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path
     import tensorflow as tf
 
     from s3rec_tf import config as config_lib
-    from s3rec_tf import pretrain as pretrain_lib
+    from s3rec_tf import builders
 
     run = tmp_path / "run"
     train.main(_args(data_dir, run, "--pretrain_epochs", "2", "--finetune_epochs", "1"))
@@ -104,12 +105,12 @@ def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path
     num_items = json.load(open(run / "data_metadata.json"))["num_items"]
 
     def loaded(source):
-        encoder = pretrain_lib.encoder_from_config(config.model, num_items)
+        encoder = builders.encoder_from_config(config.model, num_items)
         encoder(tf.zeros([1, 3], tf.int32))
-        assert train.init_encoder(config.replace(init_from=source), encoder, str(run)) == "pretrained"
+        assert phases.init_encoder(config.replace(init_from=source), encoder, str(run)) == "pretrained"
         return encoder.get_weights()
 
-    final = loaded(str(run / train.PRETRAINED_ENCODER))
+    final = loaded(str(run / run_dir_lib.PRETRAINED_ENCODER))
     epoch_2 = loaded(str(run / "pretrain" / "checkpoints" / "ckpt-2"))
     epoch_1 = loaded(str(run / "pretrain" / "checkpoints" / "ckpt-1"))
     assert len(final) == len(epoch_2) > 0
@@ -150,7 +151,7 @@ def test_killed_run_resumes(data_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert done >= 2, "fewer than 2 epochs finished before the kill"
-    status = train.run_status(str(run))
+    status = run_dir_lib.run_status(str(run))
     assert status["state"] == "pretraining" and status["pretrain"]["epochs"] == 30
     # The kill may have come after a later epoch's checkpoint than the one seen above.
     assert done <= status["pretrain"]["epochs_done"] < 30 and status["pretrain"]["seconds"] > 0
@@ -165,7 +166,8 @@ import keras_models  # Keras 2
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from s3rec_tf import train
+from s3rec_tf import phases, runtime, train
+from s3rec_tf import run_dir as run_dir_lib
 results = train.main(sys.argv[1:])
 print("RESULT", json.dumps({"test": results["test"], "replicas": tf.distribute.MirroredStrategy().num_replicas_in_sync}))
 """
@@ -279,7 +281,7 @@ def test_export_at_the_end_and_occupied_export_dir_fails_first(data_dir, tmp_pat
 
 def _fit_twice_seeded(jit_compile):
     """Item embeddings after the same seeded dropout training, twice, built under
-    train.seeded_dropout_under_xla."""
+    runtime.seeded_dropout_under_xla."""
     from keras_models import S3RecEncoder
     from s3rec_tf import finetune as finetune_lib
 
@@ -294,7 +296,7 @@ def _fit_twice_seeded(jit_compile):
         tf.keras.utils.set_random_seed(7)
         # As in train.run, everything happens inside: some sublayers (the attention's dropout)
         # are only made when the model is first called.
-        with train.seeded_dropout_under_xla(jit_compile):
+        with runtime.seeded_dropout_under_xla(jit_compile):
             encoder = S3RecEncoder(30, max_seq_length=8, hidden_size=16, dropout=0.5, attention_dropout=0.5)
             model = finetune_lib.S3RecRecommender(encoder)
             model.compile(optimizer=tf.keras.optimizers.Adam(1e-2), jit_compile=jit_compile)

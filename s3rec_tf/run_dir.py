@@ -1,0 +1,265 @@
+"""The contract of a run directory (`--output`): its files, and the rules for reusing it.
+
+`s3rec_tf.schema` is the contract of a data directory; this module is the one of a run directory,
+written by `python -m s3rec_tf.train` and read by the export, the sweep and the reports:
+
+  config.json               the resolved Config (`config.save`)
+  data_metadata.json        a copy of the data's metadata.json (the data the run started on)
+  {pretrain,finetune}/checkpoints/   epoch-end checkpoints of `callbacks.ResumableTraining`
+  {pretrain,finetune}/epochs.csv     one row per finished epoch (`callbacks.EpochLog`)
+  logs/{pretrain,finetune}/ TensorBoard
+  pretrain/encoder          tf.train.Checkpoint(encoder=...) of the pretrained encoder
+  pretrain/summary.json     what pretraining cost, written with the pretrained encoder
+  final/encoder             tf.train.Checkpoint(encoder=...) of the fine-tuned encoder
+  results.json              everything above summed up, written last
+  run.lock                  the PID of the process training in the directory, while it runs
+
+A rerun of the same command continues the run (`check_resumable` says what it may change); a
+second process is refused while the first holds the lock (`lock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import posixpath
+import socket
+
+import tensorflow as tf
+
+from s3rec_tf import callbacks as callbacks_lib
+from s3rec_tf import config as config_lib
+from s3rec_tf import data as data_lib
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+DATA_METADATA_FILE = "data_metadata.json"
+RESULTS_FILE = "results.json"
+PRETRAINED_ENCODER = "pretrain/encoder"
+# Written with the pretrained encoder: what the pretraining cost, readable before fine-tuning ends
+# (another run can fine-tune the encoder meanwhile; results.json comes only after fine-tuning).
+PRETRAIN_SUMMARY = "pretrain/summary.json"
+FINAL_ENCODER = "final/encoder"
+EPOCH_LOG = "epochs.csv"  # per phase: one row per finished epoch
+LOGS_DIR = "logs"
+LOCK_FILE = "run.lock"
+PHASES = ("pretrain", "finetune")
+
+# What a rerun may change and still continue the run in its directory: how many epochs each phase
+# has (to extend a run, or to run it in chunks), where the data and the run directory are, and how
+# the steps execute. Any other change alters what is trained: continuing would splice two
+# experiments into one set of checkpoints and one results.json.
+RESUMABLE_CHANGES = frozenset(
+    {"pretrain.epochs", "finetune.epochs", "data.data_dir", "output_dir", "strategy", "jit_compile"}
+)
+
+
+class RunDirError(config_lib.ConfigError):
+    """A run directory that cannot be used as asked; the message names the file and the problem."""
+
+
+def path(run_dir: str, name: str) -> str:
+    """`run_dir`/`name` (posixpath: run directories may be on any TF file system)."""
+    return posixpath.join(run_dir, name)
+
+
+def checkpoint_dir(run_dir: str, phase: str) -> str:
+    """Where ResumableTraining keeps a phase's ("pretrain" or "finetune") epoch checkpoints."""
+    return posixpath.join(run_dir, phase, "checkpoints")
+
+
+def epoch_log(run_dir: str, phase: str) -> str:
+    return posixpath.join(run_dir, phase, EPOCH_LOG)
+
+
+def tensorboard_dir(run_dir: str, phase: str) -> str:
+    return posixpath.join(run_dir, LOGS_DIR, phase)
+
+
+def write_json(file: str, value) -> None:
+    """Writes `value` to `file` through a temporary name, so a reader never sees half of it."""
+    tmp = file + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    tf.io.gfile.rename(tmp, file, overwrite=True)
+
+
+def read_json(file: str) -> dict:
+    """A JSON object from a run directory; RunDirError names the file when it cannot be read."""
+    if not tf.io.gfile.exists(file):
+        raise RunDirError(f"{file} not found: not a run directory of s3rec_tf.train.")
+    with tf.io.gfile.GFile(file) as f:
+        try:
+            values = json.load(f)
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{file}: not valid JSON ({e}).") from e
+    if not isinstance(values, dict):
+        raise RunDirError(f"{file}: the top level must be an object.")
+    return values
+
+
+def read_config(run_dir: str) -> config_lib.Config:
+    """The run's validated Config (keys added since the run started read as their defaults)."""
+    file = path(run_dir, CONFIG_FILE)
+    read_json(file)  # a clear error for a missing or malformed file
+    try:
+        return config_lib.load_saved(file).validate()
+    except (config_lib.ConfigError, TypeError) as e:
+        raise RunDirError(f"{file}: {e}") from e
+
+
+def read_data_metadata(run_dir: str) -> dict:
+    """The metadata of the data the run started on (checked as `data.check_metadata` does)."""
+    file = path(run_dir, DATA_METADATA_FILE)
+    try:
+        return data_lib.check_metadata(read_json(file), file)
+    except data_lib.DataError as e:
+        raise RunDirError(str(e)) from e
+
+
+def has_progress(run_dir: str) -> bool:
+    return any(tf.train.latest_checkpoint(checkpoint_dir(run_dir, phase)) for phase in PHASES)
+
+
+def run_status(run_dir: str) -> dict:
+    """Where a run directory stands, from its files alone (another process may be training in it).
+
+    {"state": "not started" | "pretraining" | "fine-tuning" | "finished", "pretrain" and
+    "finetune": checkpoint progress (see callbacks.checkpoint_progress) with the phase's epoch
+    budget, "test": results.json's test metrics once finished}.
+    """
+    saved_config = path(run_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(saved_config):
+        return {"state": "not started"}
+    config = config_lib.load_saved(saved_config)
+    status = {}
+    for phase in PHASES:
+        progress = callbacks_lib.checkpoint_progress(checkpoint_dir(run_dir, phase))
+        status[phase] = dict(progress, epochs=getattr(config, phase).epochs)
+    results = path(run_dir, RESULTS_FILE)
+    if tf.io.gfile.exists(results):
+        status.update(state="finished", test=read_json(results)["test"])
+    elif config.pretrains and not tf.io.gfile.exists(path(run_dir, PRETRAIN_SUMMARY)):
+        status["state"] = "pretraining"
+    else:
+        status["state"] = "fine-tuning"
+    return status
+
+
+def _data_identity(metadata: dict) -> dict:
+    # Where the Beam job wrote the data is not what the data is (it may be copied or moved).
+    identity = json.loads(json.dumps(metadata))
+    identity.get("config", {}).pop("output", None)
+    return identity
+
+
+def check_resumable(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
+    """Stops before any work when `run_dir` holds a run started with other settings or data."""
+    saved_config = path(run_dir, CONFIG_FILE)
+    if not (has_progress(run_dir) and tf.io.gfile.exists(saved_config)):
+        return
+    differences = config_lib.differences(config_lib.load_saved(saved_config), config)
+    problems = [
+        f"{key} = {was!r} there, {now!r} now"
+        for key, (was, now) in sorted(differences.items())
+        if key not in RESUMABLE_CHANGES
+    ]
+    saved_metadata = path(run_dir, DATA_METADATA_FILE)
+    if tf.io.gfile.exists(saved_metadata):
+        before = _data_identity(read_json(saved_metadata))
+        now = _data_identity(metadata)
+        fields = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if fields:
+            problems.append(
+                f"the data in {config.data.data_dir} is not the data the run started on "
+                f"(metadata fields {', '.join(fields)} differ from {saved_metadata})"
+            )
+    if problems:
+        raise RunDirError(
+            f"{run_dir} holds a run started with other settings: {'; '.join(problems)}. "
+            "Continuing it would mix two experiments. Choose another --output, or rerun with the "
+            f"settings in {saved_config}; between invocations only "
+            f"{', '.join(sorted(RESUMABLE_CHANGES))} may change."
+        )
+
+
+# ------------------------------------------------------------------------------------ the lock
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process
+    try:  # a killed process that its parent has not reaped yet holds nothing any more
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _read_lock(lock_file: str) -> tuple:
+    try:
+        with open(lock_file) as f:
+            pid, _, host = f.read().strip().partition(" ")
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, ""  # removed meanwhile, or not a lock of this module
+
+
+@contextlib.contextmanager
+def lock(run_dir: str):
+    """Holds `run_dir` for this process: a second process is refused at once, naming the first.
+
+    The lock is a file `run.lock` holding "PID HOST", created atomically. A lock whose process no
+    longer runs on this host (killed, machine restarted) is taken over, so a killed run resumes.
+    Run directories on remote file systems (gs://, ...) are not locked.
+    """
+    if "://" in run_dir:
+        logger.warning("%s is not on a local file system: it is not locked.", run_dir)
+        yield
+        return
+    lock_file = os.path.join(run_dir, LOCK_FILE)
+    host = socket.gethostname()
+    # Written under a temporary name, then linked: the lock file never exists half written.
+    mine = f"{lock_file}.{os.getpid()}"
+    with open(mine, "w") as f:
+        f.write(f"{os.getpid()} {host}\n")
+    try:
+        _take(lock_file, mine, run_dir, host)
+    finally:
+        os.remove(mine)
+    try:
+        yield
+    finally:
+        if _read_lock(lock_file)[0] == os.getpid():
+            os.remove(lock_file)
+
+
+def _take(lock_file: str, mine: str, run_dir: str, host: str) -> None:
+    for _ in range(10):
+        try:
+            os.link(mine, lock_file)
+            return
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+            pid, holder_host = _read_lock(lock_file)
+            if pid is not None and (holder_host != host or _process_alive(pid)):
+                where = "" if holder_host == host else f" on {holder_host}"
+                raise RunDirError(
+                    f"{run_dir} is in use by process {pid}{where} (it holds {lock_file}). Wait "
+                    "for it to finish or stop it, or choose another --output; a lock left by a "
+                    "process that no longer runs does not block."
+                ) from None
+            if pid is not None:
+                logger.info("Taking over %s from process %d, which no longer runs.", lock_file, pid)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock_file)
+    raise RunDirError(f"Could not take {lock_file}: other processes keep taking it.")

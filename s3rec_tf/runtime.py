@@ -1,0 +1,121 @@
+"""How the steps execute: the distribution strategy, sums over replicas, XLA and mixed precision.
+
+Everything here changes how a step runs, not what it computes (up to float rounding and, under
+XLA, the dropout masks); the models and phases call these helpers instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import tensorflow as tf
+
+from s3rec_tf.config import PRECISIONS, ConfigError
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The `tf.distribute` strategy named by `Config.strategy`."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def global_sum(value: tf.Tensor) -> tf.Tensor:
+    """Sum of `value` over the replicas of the current strategy (itself outside a strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes the real checkpoints (the only worker off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def worker_directory(directory: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this worker saves: every worker must save under MultiWorkerMirroredStrategy (the
+    save is collective), but only the chief's copy is kept."""
+    if is_chief(strategy):
+        return directory
+    resolver = strategy.cluster_resolver
+    scratch = f"s3rec_worker_{resolver.task_type}_{resolver.task_id}"
+    return os.path.join(tempfile.gettempdir(), scratch)
+
+
+def check_jit_compile_devices(strategy: tf.distribute.Strategy) -> None:
+    """Refuses XLA with several CPU replicas in one worker, before data and model are set up.
+
+    XLA compiles each step for one CPU device, which cannot reach the variables of the other CPU
+    replicas of the same worker: the first jit-compiled step would fail. (One CPU replica per
+    worker, as under multi_worker, and GPU replicas are not affected.)
+    """
+    if tf.config.list_logical_devices("GPU"):
+        return
+    local_devices = len(strategy.extended.worker_devices)
+    if local_devices > 1:
+        raise ConfigError(
+            f"jit_compile with {local_devices} CPU replicas: XLA cannot reach "
+            "variables on other CPU devices (https://www.tensorflow.org/xla/known_issues"
+            "#tfvariable_on_a_different_device). Drop --jit_compile, or run the replicas on GPUs."
+        )
+
+
+@contextlib.contextmanager
+def seeded_dropout_under_xla(jit_compile: bool):
+    """Makes the dropout of layers built inside reproducible under XLA.
+
+    Keras 2 dropout draws from TF1 random ops, whose seeds XLA ignores ("Using tf.random.uniform
+    with XLA compilation will ignore seeds"): two jit-compiled runs with one seed would differ.
+    Layers built here draw from seeded tf.random.Generator states instead, which XLA honours
+    (their state is in no checkpoint or weight list). Without XLA the default ops stay, so a run
+    gives the same weights whether or not this switch is used.
+    """
+    experimental = tf.keras.backend.experimental
+    if not jit_compile or experimental.is_tf_random_generator_enabled():
+        yield
+        return
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        experimental.disable_tf_random_generator()
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Sets the Keras global dtype policy for the models built inside; restores it on leaving.
+
+    "off" keeps float32. Under "mixed_float16" / "mixed_bfloat16" layers compute in 16 bits and
+    keep float32 variables; the models cast logits to float32 before losses and metrics.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"mixed_precision must be one of {PRECISIONS}, not {precision!r}.")
+    mixed_precision = tf.keras.mixed_precision
+    before = mixed_precision.global_policy()
+    if precision != "off":
+        mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        mixed_precision.set_global_policy(before)
+
+
+def adam(learning_rate: float) -> tf.keras.optimizers.Optimizer:
+    """Adam, wrapped in a LossScaleOptimizer under a float16 policy (the train steps go through
+    `optimizer.minimize`, which scales the loss and unscales the gradients)."""
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    if tf.keras.mixed_precision.global_policy().compute_dtype == "float16":
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer
