@@ -152,30 +152,8 @@ class S3RecServingModule(tf.Module):
 
         # Line numbers are 0-based; item id = line + 1, so the table's -1 for an unknown id maps to
         # the padding id 0, which the model treats as "no item".
-        self.item_id_table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                vocab_file,
-                key_dtype=tf.string,
-                key_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-                value_dtype=tf.int64,
-                value_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                vocab_size=num_items,
-            ),
-            default_value=-1,
-            name="item_id_table",
-        )
-        self.raw_id_table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(
-                vocab_file,
-                key_dtype=tf.int64,
-                key_index=tf.lookup.TextFileIndex.LINE_NUMBER,
-                value_dtype=tf.string,
-                value_index=tf.lookup.TextFileIndex.WHOLE_LINE,
-                vocab_size=num_items,
-            ),
-            default_value="",
-            name="raw_id_table",
-        )
+        self.item_id_table = _vocabulary_table(vocab_file, num_items, "item_id_table")
+        self.raw_id_table = _vocabulary_table(vocab_file, num_items, "raw_id_table")
         self.item_popularity = tf.Variable(popularity, trainable=False, name="item_popularity")
         # Stable sort: equal counts keep the lower item id first, the same answer on every export.
         popular = np.argsort(-popularity[1:], kind="stable")[: self.k] + 1
@@ -326,6 +304,20 @@ class S3RecServingModule(tf.Module):
         ranked = tf.where(in_history, tf.constant(-np.inf, scores.dtype), scores)
         _, order = tf.math.top_k(ranked, k=self.k)
         return tf.gather(scores, order, batch_dims=1), tf.gather(candidates, order, batch_dims=1)
+
+
+def _vocabulary_table(vocab_file: str, num_items: int, name: str) -> tf.lookup.StaticHashTable:
+    """ "item_id_table": raw id -> line number (-1 if unknown); "raw_id_table": the reverse ("")."""
+    raw = (tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
+    line = (tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER)
+    (key_dtype, key_index), (value_dtype, value_index) = (
+        (raw, line) if name == "item_id_table" else (line, raw)
+    )
+    initializer = tf.lookup.TextFileInitializer(
+        vocab_file, key_dtype, key_index, value_dtype, value_index, vocab_size=num_items
+    )
+    default = -1 if name == "item_id_table" else ""
+    return tf.lookup.StaticHashTable(initializer, default_value=default, name=name)
 
 
 def save_serving_module(module: S3RecServingModule, output_dir: str) -> None:

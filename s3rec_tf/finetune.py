@@ -183,9 +183,7 @@ class S3RecRecommender(tf.keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = tf.keras.layers.deserialize(config["encoder"])
-        return cls(**config)
+        return cls(**{**config, "encoder": tf.keras.layers.deserialize(config["encoder"])})
 
 
 def evaluate(model: S3RecRecommender, dataset, prefix: Optional[str] = None) -> dict:

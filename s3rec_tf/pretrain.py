@@ -141,10 +141,8 @@ class S3RecPretrainer(tf.keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = tf.keras.layers.deserialize(config["encoder"])
-        config["heads"] = tf.keras.layers.deserialize(config["heads"])
-        return cls(**config)
+        layers = {name: tf.keras.layers.deserialize(config[name]) for name in ("encoder", "heads")}
+        return cls(**{**config, **layers})
 
     def build(self, input_shape=None):
         # Every weight shape follows from the constructor arguments (Model.build would insist on

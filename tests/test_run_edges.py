@@ -17,21 +17,20 @@ from s3rec_tf import schema, train
 from dataset_fixture import small_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--hidden_size", "16", "--pretrain_batch_size", "32", "--finetune_batch_size", "32"]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("data"))
-    small_dataset(out, num_users=60, num_items=40, max_seq_length=10)
+    small_dataset(out)  # 60 users, 40 items, sequences of at most 10
     return out
 
 
 def _command(data_dir, run, *extra):
-    return [
-        sys.executable, "-m", "s3rec_tf.train", "--data", str(data_dir), "--output", str(run),
-        *SMALL, *extra,
-    ]  # fmt: skip
+    """The CLI on the small data, with a small model; `[3:]` are its arguments."""
+    flags = ["--data", str(data_dir), "--output", str(run), "--hidden_size", "16"]
+    flags += ["--pretrain_batch_size", "32", "--finetune_batch_size", "32", *extra]
+    return [sys.executable, "-m", "s3rec_tf.train", *flags]
 
 
 def test_a_truncated_shard_stops_with_the_file_and_how_to_rebuild(data_dir, tmp_path):
