@@ -307,9 +307,19 @@ def _flatten(nested: dict, prefix: str = "") -> dict:
     return flat
 
 
+# Fields added after run directories existed, with the value every earlier run had: written to
+# config.json only when they differ from it, so that a run directory of default settings stays
+# readable by code from before the field (which refuses unknown keys).
+_WRITTEN_WHEN_SET = {"mixed_precision": "off"}
+
+
 def save(config: Config, path: str) -> None:
     """Writes the resolved config as JSON (beside checkpoints, so a run can be reproduced)."""
     import tensorflow as tf  # tf.io.gfile: the run dir may be on any TF file system.
 
+    values = config.to_dict()
+    for key, default in _WRITTEN_WHEN_SET.items():
+        if values[key] == default:
+            del values[key]
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(config.to_json())
+        f.write(json.dumps(values, indent=2, sort_keys=True))

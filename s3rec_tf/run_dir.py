@@ -187,6 +187,14 @@ def check_resumable(run_dir: str, config: config_lib.Config, metadata: dict) -> 
         )
 
 
+def start(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
+    """Checks that the run may continue in `run_dir` (`check_resumable`), then records the
+    config and the data it runs with (config.json, data_metadata.json)."""
+    check_resumable(run_dir, config, metadata)
+    config_lib.save(config, path(run_dir, CONFIG_FILE))
+    write_json(path(run_dir, DATA_METADATA_FILE), metadata)
+
+
 # ------------------------------------------------------------------------------------ the lock
 
 

@@ -148,10 +148,8 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
     chief = runtime.is_chief(strategy)
     tf.io.gfile.makedirs(run_dir)
     with run_dir_lib.lock(run_dir) if chief else contextlib.nullcontext():
-        run_dir_lib.check_resumable(run_dir, config, metadata)
+        run_dir_lib.start(run_dir, config, metadata)
         tf.keras.utils.set_random_seed(config.seed)
-        config_lib.save(config, run_dir_lib.path(run_dir, run_dir_lib.CONFIG_FILE))
-        run_dir_lib.write_json(run_dir_lib.path(run_dir, run_dir_lib.DATA_METADATA_FILE), metadata)
         logger.info(
             "Data %s: %d users, %d items, %d attributes; %d replica(s); precision %s.",
             config.data.data_dir,

@@ -24,6 +24,15 @@ def test_a_config_saved_before_mixed_precision_existed_reads_as_off(tmp_path):
     assert config_lib.differences(loaded, now) == {}  # such a run directory still resumes
 
 
+def test_config_json_names_the_precision_only_when_it_is_not_the_default(tmp_path):
+    config_lib.save(config_lib.Config(), str(tmp_path / "off.json"))
+    assert "mixed_precision" not in json.loads((tmp_path / "off.json").read_text())
+    mixed = config_lib.Config().replace(mixed_precision="mixed_bfloat16")
+    config_lib.save(mixed, str(tmp_path / "mixed.json"))
+    assert config_lib.load_saved(str(tmp_path / "mixed.json")) == mixed
+    assert config_lib.load_saved(str(tmp_path / "off.json")) == config_lib.Config()
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(config_lib.ConfigError, match="mixed_precision = 'float8'"):
         config_lib.Config().replace(mixed_precision="float8").validate()
