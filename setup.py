@@ -18,6 +18,9 @@ setup(
         "numpy",
         "pandas",
         "pyyaml",
+        # The rank study's report: t-intervals and plots.
+        "scipy",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest>=8"],
