@@ -247,6 +247,14 @@ def parameter_table(groups) -> List[str]:
         p = runs[0]["parameters"]
         reduction = "–" if rank == "none" else f"{p['aap_reduction_vs_full']:.1%}"
         lines.append(f"| {rank_label(rank)} | {p['total']:,} | {p['aap']:,} | {p['map']:,} | {reduction} |")
+    no_saving = [r for r, runs in groups.items() if isinstance(r, int)
+                 and runs[0]["parameters"]["aap_reduction_vs_full"] <= 0]  # fmt: skip
+    if no_saving:
+        lines += [
+            "",
+            f"{', '.join(rank_label(r) for r in no_saving)}: U·Vᵀ has 2·d·r parameters, no fewer "
+            "than the d·d of full rank; the factorisation saves parameters only below r = d / 2.",
+        ]
     return lines
 
 
