@@ -109,6 +109,17 @@ def values(runs: List[dict], protocol: str, metric: str, split: str = "test") ->
     return {r["seed"]: r[split][protocol][metric] for r in runs}
 
 
+def mean_sd(runs: List[dict], protocol: str, metric: str) -> tuple:
+    """(mean, sd) of a test metric over seeds; sd None for one seed."""
+    v = list(values(runs, protocol, metric).values())
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+
+
+def _mean_sd_text(runs: List[dict], protocol: str, metric: str) -> str:
+    mean, sd = mean_sd(runs, protocol, metric)
+    return f"{mean:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+
+
 def _fmt(x: Optional[float], digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -127,11 +138,9 @@ def summary_table(groups) -> List[str]:
     for rank, runs in groups.items():
         cells = []
         for protocol, metric in METRICS:
-            v = list(values(runs, protocol, metric).values())
-            sd = f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else ""
-            interval = t_interval(v)
+            interval = t_interval(list(values(runs, protocol, metric).values()))
             ci = f" [{interval[1]:.4f}, {interval[2]:.4f}]" if interval else ""
-            cells.append(f"{np.mean(v):.4f}{sd}{ci}")
+            cells.append(_mean_sd_text(runs, protocol, metric) + ci)
         lines.append(f"| {rank_label(rank)} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -194,9 +203,7 @@ def claims_table(groups) -> List[str]:
             if not runs:
                 ours.append("not run")
                 continue
-            v = list(values(runs, "sampled", metric).values())
-            sd = f" ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else ""
-            ours.append(f"{np.mean(v):.4f}{sd} ({len(v)} seeds)")
+            ours.append(f"{_mean_sd_text(runs, 'sampled', metric)} ({len(runs)} seeds)")
         lines.append(f"| {rank_label(rank)} | {hr:.4f} | {ours[0]} | {ndcg:.4f} | {ours[1]} |")
     return lines
 
@@ -353,6 +360,14 @@ def _x(rank, ranks) -> int:
     return ranks.index(rank)
 
 
+def _save(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_quality(groups, path: str) -> None:
     import matplotlib.pyplot as plt
 
@@ -362,13 +377,7 @@ def plot_quality(groups, path: str) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for ax, (protocol, metric) in zip(axes.flat, METRICS):
         xs = np.arange(len(ranks))
-        means = [np.mean(list(values(groups[r], protocol, metric).values())) for r in ranks]
-        sds = [
-            np.std(list(values(groups[r], protocol, metric).values()), ddof=1)
-            if len(groups[r]) > 1
-            else 0.0
-            for r in ranks
-        ]
+        means, sds = zip(*(mean_sd(groups[r], protocol, metric) for r in ranks))
         for i, r in enumerate(ranks):
             seeds = list(values(groups[r], protocol, metric).values())
             ax.scatter(
@@ -378,7 +387,7 @@ def plot_quality(groups, path: str) -> None:
                 color="tab:blue",
                 alpha=0.4,
             )
-        ax.errorbar(xs, means, yerr=sds, fmt="o-", color="tab:blue", capsize=4, label="ours (mean ± sd)")
+        ax.errorbar(xs, means, yerr=[sd or 0.0 for sd in sds], fmt="o-", color="tab:blue", capsize=4, label="ours (mean ± sd)")
         if protocol == "sampled":
             claimed = [CLAIMED.get(r) for r in ranks]
             k = 0 if metric == "hr@10" else 1
@@ -386,7 +395,7 @@ def plot_quality(groups, path: str) -> None:
             if pts:
                 ax.plot(*zip(*pts), "s--", color="tab:orange", label="claimed (single runs)")
         if "none" in groups:
-            sas = np.mean(list(values(groups["none"], protocol, metric).values()))
+            sas = mean_sd(groups["none"], protocol, metric)[0]
             ax.axhline(sas, color="tab:gray", ls=":", label=f"SASRec, ours ({sas:.4f})")
         for name, color in (("S3-Rec", "tab:red"), ("SASRec", "tab:purple")):
             v = PAPER[name].get((protocol, metric))
@@ -398,9 +407,7 @@ def plot_quality(groups, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Beauty test metrics vs rank")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_parameters(groups, path: str) -> None:
@@ -412,21 +419,15 @@ def plot_parameters(groups, path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
         params = [groups[r][0]["parameters"]["aap"] + groups[r][0]["parameters"]["map"] for r in ranks]
-        means = [np.mean(list(values(groups[r], "sampled", metric).values())) for r in ranks]
-        sds = [
-            np.std(list(values(groups[r], "sampled", metric).values()), ddof=1) if len(groups[r]) > 1 else 0.0
-            for r in ranks
-        ]
-        ax.errorbar(params, means, yerr=sds, fmt="o", capsize=4)
+        means, sds = zip(*(mean_sd(groups[r], "sampled", metric) for r in ranks))
+        ax.errorbar(params, means, yerr=[sd or 0.0 for sd in sds], fmt="o", capsize=4)
         for p, m, r in zip(params, means, ranks):
             ax.annotate(rank_label(r), (p, m), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("AAP + MAP bilinear-form parameters")
         ax.set_ylabel(f"test sampled {metric.upper()}")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_losses(groups, path: str) -> None:
@@ -451,9 +452,7 @@ def plot_losses(groups, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Pretraining losses (training set, mean over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_bars(groups, path: str) -> None:
@@ -464,23 +463,20 @@ def plot_bars(groups, path: str) -> None:
         return
     fig, axes = plt.subplots(1, len(METRICS), figsize=(13, 3.6))
     for ax, (protocol, metric) in zip(axes, METRICS):
-        v = [list(values(groups[r], protocol, metric).values()) for r in models]
+        means, sds = zip(*(mean_sd(groups[r], protocol, metric) for r in models))
         ax.bar(
             range(len(models)),
-            [np.mean(x) for x in v],
-            yerr=[np.std(x, ddof=1) if len(x) > 1 else 0.0 for x in v],
+            means,
+            yerr=[sd or 0.0 for sd in sds],
             capsize=4,
             color=["tab:gray", "tab:blue", "tab:green"][: len(models)],
         )
         ax.set_xticks(range(len(models)), [rank_label(r) for r in models])
         ax.set_title(f"{protocol} {metric.upper()}")
-        lo = min(min(x) for x in v)
-        ax.set_ylim(lo * 0.9, None)
+        ax.set_ylim(min(means) * 0.9, None)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("SASRec vs S3-Rec full rank vs r = 16 (test, mean ± sd over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 PLOTS = {

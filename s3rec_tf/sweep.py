@@ -42,6 +42,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Union
 
+from s3rec_tf import config as config_lib
+
 Rank = Union[int, str]  # an int, "full" or "none" (SASRec)
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = "sweep.lock"
@@ -160,22 +162,6 @@ def read_epoch_log(path: str) -> List[dict]:
                 parsed[key] = None
         out.append(parsed)
     return out
-
-
-def _flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def config_differences(finished: dict, wanted: dict) -> Dict[str, tuple]:
-    """Fields (dotted) where a finished run's config differs from the one asked for now."""
-    a, b = _flatten(finished), _flatten(wanted)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def archive_finetuning(directory: str, pretrain_epochs: int) -> str:
@@ -455,10 +441,10 @@ def check_finished_runs(output: str, runs: List[Run], configs: dict) -> List[Run
         results = read_json(os.path.join(run_dir(output, run), "results.json"))
         if results is None:
             continue
-        wanted = configs[run].to_dict()
+        finished = config_lib.from_dict(results["config"], source=f"{run.name}/results.json")
         diff = {
             k: v
-            for k, v in config_differences(results["config"], wanted).items()
+            for k, v in sorted(config_lib.differences(finished, configs[run]).items())
             if k not in PLACE_AND_EXECUTION and k != "finetune.epochs"
         }
         pretrain = diff.pop("pretrain.epochs", None)
