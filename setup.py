@@ -20,6 +20,9 @@ setup(
         "numpy",
         "pandas",
         "pyyaml",
+        # The rank study's report: t-intervals and plots.
+        "scipy",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff==0.17.*"],

@@ -1,0 +1,614 @@
+"""`python -m s3rec_tf.sweep`: the rank study, every (rank, seed) trained, fine-tuned and tested.
+
+    python -m s3rec_tf.sweep --ranks 4 8 16 32 full --seeds 3 16:5 full:5 \\
+        --data DIR --config reference_weights --pretrain_epochs 50 --output SWEEP_DIR
+
+Every run is an ordinary `python -m s3rec_tf.train` run in its own directory,
+SWEEP_DIR/runs/{r16,rfull,sasrec}-s{seed}, started as a subprocess with the training CLI's flags
+given here (any flag of the training CLI but those the sweep sets per run: --rank, --seed,
+--output, --no_pretrain, --init_from, --export). Besides the ranks, SASRec (no pretraining, rank
+"none") runs for each of its seeds (`none:N` in --seeds; `--no_sasrec` leaves it out).
+
+Seeds: `--seeds N` gives every rank seeds 1..N; `RANK:N` entries set one rank's count (ranks
+"full" and "none" included). Runs go seed by seed (seed 1 of every rank, then seed 2, ...), so a
+sweep stopped half way has comparable seeds for every rank.
+
+Resumable at every level: rerunning the same command skips finished runs (their results.json),
+continues an interrupted one from its last finished epoch (the training CLI's own resume) and
+starts the rest. `--jobs 2` trains two runs side by side, one TensorFlow thread each. Adding seeds
+or ranks later extends the sweep; a larger --pretrain_epochs continues every finished run's
+pretraining from its last checkpoint and fine-tunes it again (the earlier fine-tuning is kept in
+the run directory under `finetune-after-{N}-pretrain-epochs/`).
+
+SWEEP_DIR/sweep.json is rewritten after every finished run (`runs`: one entry per finished run,
+see `run_entry`; `pending`: the runs still to do); `python -m s3rec_tf.report SWEEP_DIR` turns it
+into sweep.md and the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Union
+
+from s3rec_tf import config as config_lib
+
+Rank = Union[int, str]  # an int, "full" or "none" (SASRec)
+SWEEP_FILE = "sweep.json"
+LOCK_FILE = "sweep.lock"
+FORMAT_VERSION = 1
+# Flags whose values the sweep sets for each run.
+OWN_FLAGS = ("--rank", "--seed", "--output", "--no_pretrain", "--init_from", "--export")
+# What a finished run's config may differ in from what the sweep asks now (where things live, how
+# the steps run, and the pretraining budget, which a sweep may extend).
+PLACE_AND_EXECUTION = {"data.data_dir", "output_dir", "strategy", "jit_compile"}
+
+
+class SweepError(ValueError):
+    """Bad arguments or a sweep directory that cannot be continued; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    rank: Rank
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"sasrec-s{self.seed}" if self.rank == "none" else f"r{self.rank}-s{self.seed}"
+
+    def train_flags(self) -> List[str]:
+        if self.rank == "none":
+            return ["--seed", str(self.seed), "--no_pretrain"]
+        return ["--seed", str(self.seed), "--rank", str(self.rank)]
+
+
+# ------------------------------------------------------------------------------------ the plan
+
+
+def parse_rank(value: str) -> Rank:
+    if value in ("full", "none"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise SweepError(f"rank {value!r}: expected an integer, 'full' or 'none'.") from None
+
+
+def parse_seeds(items: Sequence[str], ranks: Sequence[Rank]) -> Dict[Rank, int]:
+    """["3", "16:5", "full:5"] -> {rank: seed count} for every rank in `ranks`."""
+    default = None
+    counts: Dict[Rank, int] = {}
+    for item in items:
+        rank_text, sep, count_text = item.rpartition(":")
+        try:
+            count = int(count_text)
+        except ValueError:
+            raise SweepError(f"--seeds {item!r}: expected N or RANK:N.") from None
+        if count < 1:
+            raise SweepError(f"--seeds {item!r}: a seed count must be at least 1.")
+        if not sep:
+            default = count
+            continue
+        rank = parse_rank(rank_text)
+        if rank not in ranks:
+            raise SweepError(f"--seeds {item!r}: rank {rank_text} is not in --ranks {list(ranks)}.")
+        counts[rank] = count
+    missing = [r for r in ranks if r not in counts]
+    if missing and default is None:
+        raise SweepError(f"--seeds gives no seed count for rank(s) {missing}: add N or RANK:N.")
+    return {r: counts.get(r, default) for r in ranks}
+
+
+def plan(seed_counts: Dict[Rank, int]) -> List[Run]:
+    """Seed by seed: seed 1 of every rank (in the given order), then seed 2, ..."""
+    top = max(seed_counts.values())
+    return [
+        Run(rank, seed)
+        for seed in range(1, top + 1)
+        for rank, count in seed_counts.items()
+        if seed <= count
+    ]
+
+
+# ------------------------------------------------------------------------------ run directories
+
+
+def run_dir(output: str, run: Run) -> str:
+    return os.path.join(output, "runs", run.name)
+
+
+def read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def write_json(path: str, value) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_epoch_log(path: str) -> List[dict]:
+    """The rows of a phase's epochs.csv as floats ([] when there is none yet)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+    out = []
+    for row in rows:
+        parsed = {}
+        for key, value in row.items():
+            try:
+                parsed[key] = float(value)
+            except (TypeError, ValueError):
+                parsed[key] = None
+        out.append(parsed)
+    return out
+
+
+def archive_finetuning(directory: str, pretrain_epochs: int) -> str:
+    """Moves a finished run's fine-tuning aside so that a longer pretraining can be fine-tuned."""
+    target = os.path.join(directory, f"finetune-after-{pretrain_epochs}-pretrain-epochs")
+    os.makedirs(target, exist_ok=False)
+    for name in ("results.json", "finetune", "final", "logs/finetune"):
+        source = os.path.join(directory, name)
+        if os.path.exists(source):
+            shutil.move(source, os.path.join(target, name.replace("/", "_")))
+    return target
+
+
+# ------------------------------------------------------------------------------- sweep.json
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def run_entry(output: str, run: Run) -> dict:
+    """One finished run as sweep.json records it."""
+    directory = run_dir(output, run)
+    results = read_json(os.path.join(directory, "results.json"))
+    config = results["config"]
+    hidden = config["model"]["hidden_size"]
+    finetune = results["finetune"]
+    pretrain_log = read_epoch_log(os.path.join(directory, "pretrain", "epochs.csv"))
+    finetune_log = read_epoch_log(os.path.join(directory, "finetune", "epochs.csv"))
+    if run.rank == "none":
+        # SASRec has no attribute heads: its parameters are the recommender's.
+        parameters = {"total": finetune["parameters"], "aap": 0, "map": 0}
+    else:
+        p = results["parameters"]
+        parameters = {"total": p["total"], "aap": p["aap"], "map": p["map"]}
+    parameters["aap_reduction_vs_full"] = 1.0 - parameters["aap"] / hidden**2
+    parameters["map_reduction_vs_full"] = 1.0 - parameters["map"] / hidden**2
+    extra = read_json(os.path.join(directory, "sweep_run.json")) or {}
+
+    def seconds_per_epoch(log):
+        times = [row["epoch_seconds"] for row in log if row.get("epoch_seconds")]
+        return sum(times) / len(times) if times else None
+
+    curve_keys = [k for k in (pretrain_log[0] if pretrain_log else {}) if k.endswith("_loss")]
+    return {
+        "name": run.name,
+        "rank": run.rank,
+        "seed": run.seed,
+        "run_dir": os.path.relpath(directory, output),
+        "test": results["test"],
+        "valid": results["valid"],
+        "parameters": parameters,
+        "pretrain_epochs": 0 if run.rank == "none" else config["pretrain"]["epochs"],
+        "finetune_epochs": {"run": finetune["epochs_run"], "best": finetune["best_epoch"]},
+        "wall_seconds": results["wall_seconds"],
+        "seconds_per_epoch": {
+            "pretrain": seconds_per_epoch(pretrain_log),
+            "finetune": seconds_per_epoch(finetune_log),
+        },
+        "pretrain_curve": {k: [row[k] for row in pretrain_log] for k in sorted(curve_keys)},
+        "machine": extra.get("machine"),
+        "tf_threads": extra.get("tf_threads"),
+        "jobs_side_by_side": extra.get("jobs"),
+        "config": config,
+    }
+
+
+def write_sweep(output: str, runs: List[Run], meta: dict) -> dict:
+    finished = [r for r in runs if os.path.exists(os.path.join(run_dir(output, r), "results.json"))]
+    sweep = dict(
+        meta,
+        format_version=FORMAT_VERSION,
+        runs=[run_entry(output, r) for r in finished],
+        pending=[r.name for r in runs if r not in finished],
+    )
+    write_json(os.path.join(output, SWEEP_FILE), sweep)
+    return sweep
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def _die_with_parent() -> None:
+    """Runs in the child: it gets SIGKILL when the sweep dies, so no orphan keeps training in a
+    run directory that a rerun of the sweep is about to continue."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Lock:
+    """SWEEP_DIR/sweep.lock with our PID: a second sweep on the same directory is refused at
+    once; a lock left by a process that no longer exists is taken over."""
+
+    def __init__(self, output: str):
+        self.path = os.path.join(output, LOCK_FILE)
+
+    def __enter__(self):
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(holder):
+                    raise SweepError(
+                        f"another sweep (pid {holder}) is running in {os.path.dirname(self.path)}; "
+                        f"stop it first (or remove {self.path} if that pid is not a sweep)."
+                    ) from None
+                os.remove(self.path)  # left by a killed sweep
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+
+    def _holder(self) -> Optional[int]:
+        try:
+            with open(self.path) as f:
+                return int(f.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc):
+        if self._holder() == os.getpid():
+            os.remove(self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _minutes(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(seconds)))
+
+
+class Active:
+    """A run being trained by a subprocess, and what of it has been reported."""
+
+    def __init__(self, run: Run, index: int, total: int, process, directory: str, budgets: dict):
+        self.run, self.index, self.total = run, index, total
+        self.process, self.directory, self.budgets = process, directory, budgets
+        self.start = time.time()
+        self.reported = {"pretrain": None, "finetune": None}
+
+    def label(self) -> str:
+        rank = "SASRec" if self.run.rank == "none" else f"rank {self.run.rank}"
+        return f"[{self.index}/{self.total} {rank} seed {self.run.seed}]"
+
+    def progress_lines(self) -> List[str]:
+        """One line for every phase whose epochs.csv gained rows since the last call."""
+        lines = []
+        for phase in ("pretrain", "finetune"):
+            log = read_epoch_log(os.path.join(self.directory, phase, "epochs.csv"))
+            if not log or len(log) == self.reported[phase]:
+                continue
+            self.reported[phase] = len(log)
+            epoch_seconds = [r["epoch_seconds"] for r in log[-5:] if r.get("epoch_seconds")]
+            per_epoch = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else 0.0
+            budget = self.budgets[phase]
+            if phase == "pretrain":
+                left = budget - len(log)
+                eta = f"phase ETA {_minutes(left * per_epoch)}"
+            else:
+                monitor = [r.get(self.budgets["monitor"]) or 0.0 for r in log]
+                since_best = len(monitor) - 1 - max(range(len(monitor)), key=monitor.__getitem__)
+                left = min(budget - len(log), self.budgets["patience"] - since_best)
+                eta = f"ETA {_minutes(left * per_epoch)} unless validation improves"
+            lines.append(
+                f"{self.label()} {phase} epoch {len(log)}/{budget}, {per_epoch:.0f} s/epoch, "
+                f"elapsed {_minutes(time.time() - self.start)}, {eta}"
+            )
+        return lines
+
+
+# ----------------------------------------------------------------------------------- the CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m s3rec_tf.sweep",
+        # --seed (the training CLI's, refused here) must not pass for an abbreviation of --seeds.
+        allow_abbrev=False,
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other flag is the training CLI's (python -m s3rec_tf.train --help) and is "
+        "given to every run, e.g. --data DIR --config reference_weights --pretrain_epochs 50.",
+    )
+    p.add_argument("--ranks", nargs="+", required=True, help="ranks: integers and/or 'full'")
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        required=True,
+        help="seed count for every rank (N: seeds 1..N) and/or per rank (RANK:N, e.g. 16:5 "
+        "full:5 none:3; 'none' is SASRec)",
+    )
+    p.add_argument("--no_sasrec", action="store_true", help="leave out the SASRec baseline")
+    p.add_argument("--output", required=True, help="sweep directory (runs/, sweep.json)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
+    p.add_argument(
+        "--poll_seconds", type=float, default=15.0, help="how often progress is checked"
+    )
+    return p
+
+
+def _train_module():
+    from s3rec_tf import train  # the training CLI's parser and config rules
+
+    return train
+
+
+def resolve(argv: Optional[List[str]] = None):
+    """Arguments -> (args, plan, the training flags common to every run); checks everything that
+    can be checked before any work: flags, ranks against the hidden size, seeds, the data."""
+    args, train_flags = build_parser().parse_known_args(argv)
+    for flag in train_flags:
+        if flag.split("=")[0] in OWN_FLAGS:
+            raise SweepError(f"{flag.split('=')[0]} is set by the sweep for each run; leave it out.")
+    if args.jobs < 1:
+        raise SweepError(f"--jobs {args.jobs}: must be at least 1.")
+    ranks = [parse_rank(r) for r in args.ranks]
+    if "none" in ranks:
+        raise SweepError("--ranks: SASRec ('none') is added by the sweep; use --no_sasrec to skip it.")
+    if len(set(ranks)) != len(ranks):
+        raise SweepError(f"--ranks {args.ranks}: a rank appears twice.")
+    if not args.no_sasrec:
+        ranks.append("none")
+    counts = parse_seeds(args.seeds, ranks)
+    runs = plan(counts)
+
+    train = _train_module()
+    parser = train.build_parser()
+    parser.exit_on_error = False
+    try:
+        common = parser.parse_args(train_flags)
+    except (argparse.ArgumentError, SystemExit) as e:
+        raise SweepError(f"training flags {train_flags}: {e}") from None
+    configs = {}
+    for run in runs:
+        run_args = parser.parse_args(
+            train_flags + run.train_flags() + ["--output", run_dir(args.output, run)]
+        )
+        try:
+            configs[run] = train.resolve_config(run_args)
+        except ValueError as e:  # config_lib.ConfigError
+            raise SweepError(f"run {run.name}: {e}") from None
+    data_dir = common.data or train.sample_data_dir()
+    from s3rec_tf import data as data_lib
+
+    try:
+        metadata = data_lib.read_metadata(data_dir)
+        data_lib.check_files(data_dir, dupe_factor=metadata["dupe_factor"])
+    except (OSError, ValueError) as e:
+        raise SweepError(f"--data {data_dir}: {e}") from None
+    if common.data is None:
+        train_flags = train_flags + ["--data", data_dir]
+        configs = {r: c.replace(**{"data.data_dir": data_dir}) for r, c in configs.items()}
+    return args, runs, train_flags, configs, metadata
+
+
+def check_finished_runs(output: str, runs: List[Run], configs: dict) -> List[Run]:
+    """Finished runs made with other settings stop the sweep; those with a shorter pretraining
+    than asked for are returned (their pretraining is to be extended)."""
+    to_extend = []
+    for run in runs:
+        results = read_json(os.path.join(run_dir(output, run), "results.json"))
+        if results is None:
+            continue
+        finished = config_lib.from_dict(results["config"], source=f"{run.name}/results.json")
+        diff = {
+            k: v
+            for k, v in sorted(config_lib.differences(finished, configs[run]).items())
+            if k not in PLACE_AND_EXECUTION and k != "finetune.epochs"
+        }
+        pretrain = diff.pop("pretrain.epochs", None)
+        if diff:
+            fields = "; ".join(f"{k} = {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise SweepError(
+                f"{run_dir(output, run)} was trained with other settings ({fields}). Use another "
+                "--output for another study, or the same flags to continue this one."
+            )
+        if pretrain is not None:
+            was, now = pretrain
+            if now < was:
+                raise SweepError(
+                    f"{run.name} was pretrained for {was} epochs; --pretrain_epochs {now} would "
+                    "shorten it. Use another --output."
+                )
+            to_extend.append(run)
+    return to_extend
+
+
+def sweep_meta(command: List[str], train_flags, metadata, counts) -> dict:
+    return {
+        "command": ["python", "-m", "s3rec_tf.sweep"] + command,
+        "training_flags": train_flags,
+        "seeds": {str(k): v for k, v in counts.items()},
+        "data": {
+            k: metadata.get(k)
+            for k in (
+                "num_users",
+                "num_items",
+                "num_attributes",
+                "num_interactions",
+                "num_pretrain_examples",
+                "dupe_factor",
+                "max_seq_length",
+            )
+        },
+        "data_dir": metadata.get("config", {}).get("output"),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        args, runs, train_flags, configs, metadata = resolve(argv)
+    except SweepError as e:
+        sys.exit(f"error: {e}")
+    output = args.output
+    os.makedirs(os.path.join(output, "runs"), exist_ok=True)
+    counts: Dict[Rank, int] = {}
+    for run in runs:
+        counts[run.rank] = max(counts.get(run.rank, 0), run.seed)
+    meta = sweep_meta(sys.argv[1:] if argv is None else argv, train_flags, metadata, counts)
+    try:
+        with Lock(output):
+            return _sweep(args, runs, train_flags, configs, meta)
+    except SweepError as e:
+        sys.exit(f"error: {e}")
+
+
+def _sweep(args, runs, train_flags, configs, meta) -> int:
+    output = args.output
+    for run in check_finished_runs(output, runs, configs):
+        moved = archive_finetuning(
+            run_dir(output, run),
+            read_json(os.path.join(run_dir(output, run), "results.json"))["config"]["pretrain"][
+                "epochs"
+            ],
+        )
+        print(f"{run.name}: pretraining to be extended; its fine-tuning moved to {moved}", flush=True)
+    write_sweep(output, runs, meta)
+    todo = [r for r in runs if not os.path.exists(os.path.join(run_dir(output, r), "results.json"))]
+    print(
+        f"sweep {output}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to do "
+        f"({args.jobs} at a time)",
+        flush=True,
+    )
+    code_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, env.get("PYTHONPATH")) if p)
+    threads = None
+    if args.jobs > 1:
+        # Side by side, one thread pool each: more epochs per hour from the same cores than one
+        # run with every thread (reports/ has the measurements).
+        threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        env["TF_NUM_INTRAOP_THREADS"] = threads
+        env["TF_NUM_INTEROP_THREADS"] = threads
+    active: List[Active] = []
+    failed: List[str] = []
+    queue = list(todo)
+    index = {r: i + 1 for i, r in enumerate(runs)}
+    try:
+        while queue or active:
+            while queue and len(active) < args.jobs:
+                run = queue.pop(0)
+                directory = run_dir(output, run)
+                os.makedirs(directory, exist_ok=True)
+                write_json(
+                    os.path.join(directory, "sweep_run.json"),
+                    {"machine": machine(), "tf_threads": threads, "jobs": args.jobs},
+                )
+                config = configs[run]
+                command = [sys.executable, "-m", "s3rec_tf.train", *train_flags]
+                command += run.train_flags() + ["--output", directory, "--verbose", "2"]
+                with open(os.path.join(directory, "train.log"), "a") as log:
+                    log.write(f"\n# {datetime.datetime.now().isoformat()} {' '.join(command)}\n")
+                    log.flush()
+                    process = subprocess.Popen(
+                        command,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=env,
+                        preexec_fn=_die_with_parent,
+                    )
+                budgets = {
+                    "pretrain": config.pretrain.epochs,
+                    "finetune": config.finetune.epochs,
+                    "patience": config.finetune.patience,
+                    "monitor": f"val_{config.finetune.monitor}",
+                }
+                item = Active(run, index[run], len(runs), process, directory, budgets)
+                active.append(item)
+                print(f"{item.label()} started in {directory}", flush=True)
+            time.sleep(args.poll_seconds)
+            for item in list(active):
+                for line in item.progress_lines():
+                    print(line, flush=True)
+                code = item.process.poll()
+                if code is None:
+                    continue
+                active.remove(item)
+                results = read_json(os.path.join(item.directory, "results.json"))
+                if code != 0 or results is None:
+                    failed.append(item.run.name)
+                    print(
+                        f"{item.label()} FAILED (exit {code}); last lines of "
+                        f"{item.directory}/train.log:\n{_tail(item.directory)}",
+                        flush=True,
+                    )
+                    continue
+                sweep = write_sweep(output, runs, meta)
+                test = results["test"]
+                print(
+                    f"{item.label()} finished in {_minutes(time.time() - item.start)}: test sampled "
+                    f"HR@10 {test['sampled']['hr@10']:.4f} NDCG@10 {test['sampled']['ndcg@10']:.4f}"
+                    f", full HR@10 {test['full']['hr@10']:.4f} NDCG@10 "
+                    f"{test['full']['ndcg@10']:.4f}; sweep: {len(sweep['runs'])}/{len(runs)} done",
+                    flush=True,
+                )
+    finally:
+        for item in active:
+            item.process.terminate()
+    write_sweep(output, runs, meta)
+    if failed:
+        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", flush=True)
+        return 1
+    print(f"sweep {output}: all {len(runs)} runs finished; {SWEEP_FILE} written", flush=True)
+    return 0
+
+
+def _tail(directory: str, lines: int = 15) -> str:
+    with open(os.path.join(directory, "train.log"), errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""The rank study's commands: `python -m s3rec_tf.sweep` and `python -m s3rec_tf.report`."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from s3rec_tf import config as config_lib
+from s3rec_tf import report, sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config", "sample", "--hidden_size", "16", "--pretrain_epochs", "1", "--finetune_epochs", "1"]
+
+
+# ------------------------------------------------------------------------------- the plan
+
+
+def test_seed_counts_per_rank_and_the_seed_by_seed_order():
+    counts = sweep.parse_seeds(["3", "16:5", "full:5"], [4, 16, "full", "none"])
+    assert counts == {4: 3, 16: 5, "full": 5, "none": 3}
+    runs = sweep.plan(counts)
+    assert [r.name for r in runs[:4]] == ["r4-s1", "r16-s1", "rfull-s1", "sasrec-s1"]
+    assert [r.name for r in runs[-4:]] == ["r16-s4", "rfull-s4", "r16-s5", "rfull-s5"]
+    assert len(runs) == 3 + 5 + 5 + 3
+    with pytest.raises(sweep.SweepError, match=r"no seed count for rank\(s\) \[4\]"):
+        sweep.parse_seeds(["16:2"], [4, 16])
+    with pytest.raises(sweep.SweepError, match="at least 1"):
+        sweep.parse_seeds(["0"], [4])
+    with pytest.raises(sweep.SweepError, match="rank 8 is not in --ranks"):
+        sweep.parse_seeds(["2", "8:3"], [4])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ranks", "4", "65", "--seeds", "2"], "run r65-s1: .*model.aap_rank = 65 must be None"),
+        (["--ranks", "4", "--seeds"], "expected at least one argument"),
+        (["--ranks", "4", "--seeds", "2", "--seed", "3"], "--seed is set by the sweep"),
+        (["--ranks", "4", "--seeds", "2", "--rank", "3"], "--rank is set by the sweep"),
+        (["--ranks", "four", "--seeds", "2"], "rank 'four': expected an integer"),
+        (["--ranks", "4", "--seeds", "2", "--data", "/nonexistent"], "--data /nonexistent"),
+        (["--ranks", "4", "--seeds", "2", "--loss", "mse"], "invalid choice: 'mse'"),
+    ],
+)
+def test_bad_arguments_stop_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as e:
+        sweep.main(argv + ["--output", str(out)])
+    assert e.value.code != 0
+    text = str(e.value.code) + capsys.readouterr().err
+    assert __import__("re").search(message, text), text
+    assert not out.exists()
+
+
+def _finished_run(output, run, config):
+    directory = sweep.run_dir(str(output), run)
+    os.makedirs(directory)
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump({"config": config.to_dict()}, f)
+    return directory
+
+
+def test_a_finished_run_with_other_settings_stops_the_sweep_and_a_longer_pretraining_extends_it(
+    tmp_path,
+):
+    run = sweep.Run(16, 1)
+    wanted = config_lib.Config().replace(**{"model.aap_rank": 16, "pretrain.epochs": 50})
+    _finished_run(tmp_path, run, wanted.replace(**{"pretrain.learning_rate": 0.01}))
+    with pytest.raises(sweep.SweepError, match=r"pretrain.learning_rate = 0.01 there, 0.001 now"):
+        sweep.check_finished_runs(str(tmp_path), [run], {run: wanted})
+
+    shutil.rmtree(tmp_path / "runs")
+    directory = _finished_run(tmp_path, run, wanted.replace(**{"pretrain.epochs": 30}))
+    os.makedirs(os.path.join(directory, "finetune", "checkpoints"))
+    assert sweep.check_finished_runs(str(tmp_path), [run], {run: wanted}) == [run]
+    moved = sweep.archive_finetuning(directory, 30)
+    assert moved.endswith("finetune-after-30-pretrain-epochs")
+    assert sorted(os.listdir(moved)) == ["finetune", "results.json"]
+    assert not os.path.exists(os.path.join(directory, "results.json"))
+
+    shutil.rmtree(tmp_path / "runs")
+    _finished_run(tmp_path, run, wanted.replace(**{"pretrain.epochs": 80}))
+    with pytest.raises(sweep.SweepError, match="pretrained for 80 epochs; --pretrain_epochs 50"):
+        sweep.check_finished_runs(str(tmp_path), [run], {run: wanted})
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    with sweep.Lock(str(tmp_path)):
+        with pytest.raises(sweep.SweepError, match=f"another sweep \\(pid {os.getpid()}\\)"):
+            sweep.Lock(str(tmp_path)).__enter__()
+    assert not (tmp_path / sweep.LOCK_FILE).exists()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / sweep.LOCK_FILE).write_text(str(gone.pid))
+    with sweep.Lock(str(tmp_path)):
+        assert (tmp_path / sweep.LOCK_FILE).read_text() == str(os.getpid())
+
+
+# --------------------------------------------------------------------------------- intervals
+
+
+def test_t_interval_and_paired_difference_equal_scipy():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 9):
+        x = rng.normal(0.55, 0.01, n)
+        y = x + rng.normal(0.002, 0.004, n)
+        mean, low, high = report.t_interval(x)
+        oracle = stats.ttest_1samp(x, 0.0).confidence_interval(0.95)
+        np.testing.assert_allclose([low, high], [oracle.low, oracle.high], rtol=1e-12)
+        assert mean == pytest.approx(np.mean(x), rel=1e-15)
+        diff = report.paired_difference(dict(enumerate(y)), dict(enumerate(x)))
+        oracle = stats.ttest_rel(y, x).confidence_interval(0.95)
+        np.testing.assert_allclose(diff["interval"], [oracle.low, oracle.high], rtol=1e-12)
+        assert diff["sd"] == pytest.approx(np.std(y - x, ddof=1), rel=1e-12)
+    # Only the seeds both sides have are paired; one seed gives no interval.
+    diff = report.paired_difference({1: 0.5, 2: 0.6, 3: 0.7}, {2: 0.5, 9: 0.1})
+    assert diff["seeds"] == [2] and diff["mean"] == pytest.approx(0.1) and diff["interval"] is None
+    assert report.verdict(diff) == "too few seeds"
+
+
+def _synthetic_sweep(shift_r16: float, noise: float) -> dict:
+    """A sweep.json with full rank, r = 16 and SASRec over 5 seeds, r16 = full + shift + noise."""
+    rng = np.random.default_rng(1)
+    config = config_lib.Config().to_dict()
+    runs = []
+    for seed in range(1, 6):
+        base = 0.55 + rng.normal(0, 0.01)
+        for rank, value in (("full", base), (16, base + shift_r16 + rng.normal(0, noise)), ("none", 0.47)):
+            metrics = {"hr@10": value, "ndcg@10": value * 0.68, "mrr": value * 0.6}
+            runs.append(
+                {
+                    "name": f"{rank}-{seed}",
+                    "rank": rank,
+                    "seed": seed,
+                    "test": {"sampled": dict(metrics), "full": {k: v / 9 for k, v in metrics.items()}},
+                    "valid": {"sampled": dict(metrics), "full": dict(metrics)},
+                    "parameters": {
+                        "total": 900_000,
+                        "aap": {"full": 4096, 16: 2048, "none": 0}[rank],
+                        "map": {"full": 4096, 16: 2048, "none": 0}[rank],
+                        "aap_reduction_vs_full": {"full": 0.0, 16: 0.5, "none": 1.0}[rank],
+                        "map_reduction_vs_full": {"full": 0.0, 16: 0.5, "none": 1.0}[rank],
+                    },
+                    "pretrain_epochs": 0 if rank == "none" else 50,
+                    "finetune_epochs": {"run": 60, "best": 50},
+                    "wall_seconds": {"pretrain": 0.0 if rank == "none" else 2000.0, "finetune": 300.0},
+                    "seconds_per_epoch": {"pretrain": None if rank == "none" else 40.0, "finetune": 5.0},
+                    "pretrain_curve": {}
+                    if rank == "none"
+                    else {"aap_loss": [9.0, 5.0, 4.0], "mip_loss": [1.2, 1.0, 0.9]},
+                    "machine": "test machine",
+                    "jobs_side_by_side": 2,
+                    "config": config,
+                }
+            )
+    return {"runs": runs, "pending": [], "data": {"num_users": 10, "dupe_factor": 10}}
+
+
+@pytest.mark.parametrize(
+    "shift, noise, expected",
+    [(0.02, 0.001, "higher"), (-0.02, 0.001, "lower"), (0.0, 0.01, "not resolved")],
+)
+def test_the_report_says_which_way_a_difference_goes_and_is_byte_identical_from_the_same_json(
+    tmp_path, shift, noise, expected
+):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(_synthetic_sweep(shift, noise)))
+    report.main([str(tmp_path), "--out", str(tmp_path / "a")])
+    report.main([str(path), "--out", str(tmp_path / "b")])
+    first = (tmp_path / "a" / "sweep.md").read_bytes()
+    assert first == (tmp_path / "b" / "sweep.md").read_bytes()
+    text = first.decode()
+    differences = text.split("## Paired difference")[1].split("##")[0]
+    row = next(line for line in differences.splitlines() if line.startswith("| r = 16 | 5 | "))
+    assert row.count(expected) >= 2, row  # both sampled metrics
+    for name in report.PLOTS:
+        assert (tmp_path / "a" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------ end to end, killed
+
+
+def _sweep_command(out):
+    return [sys.executable, "-m", "s3rec_tf.sweep", "--ranks", "4", "full", "--seeds", "2", "none:1",
+            "--output", str(out), "--poll_seconds", "0.5", *TINY]  # fmt: skip
+
+
+def _invocations(run_directory):
+    with open(os.path.join(run_directory, "train.log")) as f:
+        return sum(1 for line in f if line.startswith("# ") and "s3rec_tf.train" in line)
+
+
+@pytest.mark.slow
+def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_finished_runs(tmp_path):
+    out = tmp_path / "sweep"
+    env = dict(os.environ, S3REC_CACHE=str(tmp_path / "cache"))
+    first_run = sweep.run_dir(str(out), sweep.Run(4, 1))
+    second_run = sweep.run_dir(str(out), sweep.Run("full", 1))
+    process = subprocess.Popen(_sweep_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    # Kill once the first run has finished and the second one has started its pretraining.
+    while not (
+        os.path.exists(os.path.join(first_run, "results.json"))
+        and os.path.exists(os.path.join(second_run, "train.log"))
+    ):
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline, "the first run did not finish in 300 s"
+        time.sleep(0.5)
+    finished_bytes = open(os.path.join(first_run, "results.json"), "rb").read()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # Its training subprocess dies with it: no orphan keeps writing into the run directory.
+    deadline = time.time() + 30
+    while any(second_run in _cmdline(pid) for pid in _pids()):
+        assert time.time() < deadline, "a training process outlived the killed sweep"
+        time.sleep(0.2)
+
+    done = subprocess.run(_sweep_command(out), cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 runs, 1 finished, 4 to do" in done.stdout
+    assert open(os.path.join(first_run, "results.json"), "rb").read() == finished_bytes
+    assert _invocations(first_run) == 1 and _invocations(second_run) == 2
+    assert "[2/5 rank full seed 1] pretrain epoch 1/1" in done.stdout
+
+    result = json.load(open(out / "sweep.json"))
+    assert result["pending"] == []
+    by_name = {r["name"]: r for r in result["runs"]}
+    assert sorted(by_name) == ["r4-s1", "r4-s2", "rfull-s1", "rfull-s2", "sasrec-s1"]
+    for name, entry in by_name.items():
+        run_results = json.load(open(out / entry["run_dir"] / "results.json"))
+        assert entry["test"] == run_results["test"] and entry["valid"] == run_results["valid"]
+        assert entry["config"]["seed"] == entry["seed"]
+    assert by_name["r4-s1"]["parameters"]["aap"] == 2 * 16 * 4
+    assert by_name["r4-s1"]["parameters"]["aap_reduction_vs_full"] == 0.5
+    assert by_name["rfull-s2"]["parameters"]["map"] == 16 * 16
+    assert by_name["sasrec-s1"]["pretrain_epochs"] == 0 and by_name["sasrec-s1"]["rank"] == "none"
+    assert by_name["sasrec-s1"]["config"]["no_pretrain"] is True
+    assert set(by_name["r4-s2"]["pretrain_curve"]) == {"aap_loss", "mip_loss", "map_loss", "sp_loss"}
+    # Two seeds of one rank differ (the seed reaches the run), two ranks of one seed too.
+    assert by_name["r4-s1"]["test"] != by_name["r4-s2"]["test"]
+
+    again = subprocess.run(_sweep_command(out), cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "5 runs, 5 finished, 0 to do" in again.stdout
+
+    rendered = subprocess.run(
+        [sys.executable, "-m", "s3rec_tf.report", str(out)], cwd=REPO, capture_output=True, text=True
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    text = (out / "sweep.md").read_text()
+    assert "| r = 4 | 2 |" in text and "| full rank | 2 |" in text and "| SASRec | 1 |" in text
+    for name in report.PLOTS:
+        assert (out / name).stat().st_size > 1000
+
+
+def _pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
