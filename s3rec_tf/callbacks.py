@@ -69,11 +69,15 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         self._epoch_start = None
 
     def attach(self, model: tf.keras.Model) -> int:
-        """Restores the latest checkpoint into `model` (compiled) and returns the epochs done."""
+        """Restores the latest checkpoint into `model` (compiled and built) and returns the
+        epochs done. The checkpoint holds the dropout generators' states too, so that a resumed
+        run draws the masks the uninterrupted run draws."""
         self.set_model(model)
+        generators = dropout_generators(model)
         checkpoint = tf.train.Checkpoint(
             model=model,
             optimizer=model.optimizer,
+            dropout_generators=tf.train.Checkpoint(**generators),
             epoch=self.epoch,
             best=self.best,
             best_epoch=self.best_epoch,
@@ -175,6 +179,26 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             self.monitor,
             float(self.best.numpy()),
         )
+
+
+def dropout_generators(model: tf.keras.Model) -> dict:
+    """{"dropout_k": tf.random.Generator} of every dropout in `model`, in module order.
+
+    Empty when the layers were built without `runtime.seeded_dropout` (TF1 random ops, whose
+    state no checkpoint can hold). The generators are created here if their first call has not
+    come yet, so that a checkpoint can restore them before the first step uses them.
+    """
+    if not model.built:
+        raise ValueError(f"{model.name}: build the model before attaching it (its dropouts).")
+    generators = {}
+    for module in model.submodules:
+        random_generator = getattr(module, "_random_generator", None)
+        if random_generator is None or not hasattr(random_generator, "_maybe_init"):
+            continue
+        random_generator._maybe_init()
+        if getattr(random_generator, "_generator", None) is not None:
+            generators[f"dropout_{len(generators)}"] = random_generator._generator
+    return generators
 
 
 def checkpoint_progress(directory: str) -> dict:

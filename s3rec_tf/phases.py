@@ -47,7 +47,7 @@ def run_phases(config, metadata, strategy, run_dir, verbose) -> dict:
     """Pretraining (when the config has it), fine-tuning and evaluation; returns results.json."""
     results: dict = {"config": config.to_dict(), "data": metadata}
     data_dir = config.data.data_dir
-    with runtime.seeded_dropout_under_xla(config.jit_compile):
+    with runtime.seeded_dropout():
         with data_lib.explain_damaged_data(data_dir):
             if config.pretrains:
                 results["pretrain"] = pretrain(config, metadata, strategy, run_dir, verbose)
@@ -101,6 +101,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         model = builders.pretrainer_from_config(
             config, metadata["num_items"], metadata["num_attributes"], item_attributes
         )
+        model.build()  # every weight and dropout exists before the checkpoint is restored
         model.compile(
             optimizer=runtime.adam(settings.learning_rate), jit_compile=config.jit_compile
         )

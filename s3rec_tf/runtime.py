@@ -73,17 +73,17 @@ def check_jit_compile_devices(strategy: tf.distribute.Strategy) -> None:
 
 
 @contextlib.contextmanager
-def seeded_dropout_under_xla(jit_compile: bool):
-    """Makes the dropout of layers built inside reproducible under XLA.
+def seeded_dropout():
+    """Layers built inside draw their dropout masks from seeded tf.random.Generator states.
 
-    Keras 2 dropout draws from TF1 random ops, whose seeds XLA ignores ("Using tf.random.uniform
-    with XLA compilation will ignore seeds"): two jit-compiled runs with one seed would differ.
-    Layers built here draw from seeded tf.random.Generator states instead, which XLA honours
-    (their state is in no checkpoint or weight list). Without XLA the default ops stay, so a run
-    gives the same weights whether or not this switch is used.
+    Keras 2 dropout otherwise draws from TF1 stateful random ops. Their state lives in the op
+    kernels: no checkpoint can hold it, so a run resumed at epoch k would draw other masks than
+    the uninterrupted run, and XLA ignores their seeds ("Using tf.random.uniform with XLA
+    compilation will ignore seeds"). A generator's state is a variable: ResumableTraining
+    checkpoints it with the model (`dropout_generators`), and XLA honours it.
     """
     experimental = tf.keras.backend.experimental
-    if not jit_compile or experimental.is_tf_random_generator_enabled():
+    if experimental.is_tf_random_generator_enabled():
         yield
         return
     experimental.enable_tf_random_generator()

@@ -281,7 +281,7 @@ def test_export_at_the_end_and_occupied_export_dir_fails_first(data_dir, tmp_pat
 
 def _fit_twice_seeded(jit_compile):
     """Item embeddings after the same seeded dropout training, twice, built under
-    runtime.seeded_dropout_under_xla."""
+    runtime.seeded_dropout."""
     from keras_models import S3RecEncoder
     from s3rec_tf import finetune as finetune_lib
 
@@ -296,7 +296,7 @@ def _fit_twice_seeded(jit_compile):
         tf.keras.utils.set_random_seed(7)
         # As in train.run, everything happens inside: some sublayers (the attention's dropout)
         # are only made when the model is first called.
-        with runtime.seeded_dropout_under_xla(jit_compile):
+        with runtime.seeded_dropout():
             encoder = S3RecEncoder(30, max_seq_length=8, hidden_size=16, dropout=0.5, attention_dropout=0.5)
             model = finetune_lib.S3RecRecommender(encoder)
             model.compile(optimizer=tf.keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
