@@ -181,6 +181,16 @@ def _write_json(path: str, value) -> None:
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def start_epoch(model, seed: int, epoch: int) -> None:
+    """Makes the random draws of epoch `epoch` (dropout) a function of (seed, epoch) alone, so a
+    run resumed at this epoch draws what the uninterrupted run draws: reseeds, and drops the
+    compiled train step, so that fit() traces one whose random ops start from that seed.
+    (Under --jit_compile dropout draws from tf.random.Generator states, which this leaves as
+    they are.)"""
+    tf.keras.utils.set_random_seed((seed * 1_000_003 + epoch) % (2**31 - 1))
+    model.train_function = None
+
+
 def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
     """Pretraining; returns its summary. Epoch k reads masking duplicate k mod dupe_factor."""
     c = config.pretrain
@@ -215,6 +225,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
     start = time.time()
     history = {}
     for epoch in range(done, c.epochs):
+        start_epoch(model, config.seed, epoch)
         result = model.fit(
             data.dataset(epoch),
             initial_epoch=epoch,
@@ -278,15 +289,19 @@ def init_encoder(config, encoder, run_dir) -> str:
 def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     c = config.finetune
     data_dir = config.data.data_dir
-    train_ds = data_lib.finetune_train_dataset(
-        data_dir,
-        metadata["num_items"],
-        c.batch_size,
-        config.model.max_seq_length,
-        c.num_negatives,
-        config.seed,
-        fixed_widths=config.jit_compile,
-    )
+
+    def train_ds(epoch):  # one epoch, its order and negatives drawn from (seed, epoch)
+        return data_lib.finetune_train_dataset(
+            data_dir,
+            metadata["num_items"],
+            c.batch_size,
+            config.model.max_seq_length,
+            c.num_negatives,
+            config.seed,
+            fixed_widths=config.jit_compile,
+            epoch=epoch,
+        )
+
     valid_ds = data_lib.eval_dataset(data_dir, "valid", c.batch_size, config.model.max_seq_length)
     test_ds = data_lib.eval_dataset(data_dir, "test", c.batch_size, config.model.max_seq_length)
     targets_per_example = None
@@ -303,18 +318,25 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
             strategy,
             monitor=f"val_{c.monitor}",
             patience=c.patience,
+            stop_after_epoch=True,  # one fit per epoch, as pretraining: see start_epoch
         )
         done = state.attach(model)
     start = time.time()
-    if done < c.epochs and not state.finished:
+    callbacks = _phase_callbacks(state, run_dir, "finetune", strategy)
+    for epoch in range(done, c.epochs):
+        if state.finished:
+            break
+        start_epoch(model, config.seed, epoch)
         model.fit(
-            train_ds,
+            train_ds(epoch),
             validation_data=valid_ds,
-            initial_epoch=done,
+            initial_epoch=epoch,
             epochs=c.epochs,
-            callbacks=_phase_callbacks(state, run_dir, "finetune", strategy),
+            callbacks=callbacks,
             verbose=verbose,
         )
+        if state.epochs_done != epoch + 1:  # TerminateOnNaN stopped it: no checkpoint was made
+            break
     train_seconds = time.time() - start
     state.restore_best()
     valid = finetune_lib.evaluate(model, valid_ds)
