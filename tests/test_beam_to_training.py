@@ -38,7 +38,7 @@ def test_training_on_the_beam_jobs_output_of_the_bundled_sample(tmp_path):
     assert json.load(open(run / "data_metadata.json")) == metadata
     assert results["config"]["data"]["data_dir"] == str(data)
     assert results["pretrain"]["epochs"] == 2 and results["finetune"]["epochs_run"] == 2
-    # Both epochs read their own masking duplicate of the Beam output.
+    # Both pretraining epochs ran on the Beam output (dupe factor 2: one duplicate each).
     assert [int(r.split(",")[0]) for r in open(run / "pretrain" / "epochs.csv").readlines()[1:]] == [0, 1]
     for split in ("valid", "test"):
         for protocol in ("sampled", "full"):
