@@ -411,17 +411,23 @@ def finetune_train_dataset(
     seed: int,
     shuffle: bool = True,
     fixed_widths: bool = False,
+    epoch: Optional[int] = None,
 ) -> tf.data.Dataset:
     """Next-item training, as the reference: input = training part[:-1], target = training part[1:].
 
-    Negatives are resampled every epoch (tf.data.Dataset.random re-randomizes each iteration) and
-    never hit any item of the user (history or held-out targets).
+    Negatives never hit any item of the user (history or held-out targets). Without `epoch`,
+    order and negatives are redrawn every time the dataset is iterated (each epoch of one
+    `fit`). With `epoch`, the dataset is that one epoch: its order and negatives are a function
+    of (seed, epoch) alone, so a run resumed at that epoch reads what an uninterrupted run reads.
     """
     examples = _parsed(data_dir, schema.split_prefix("train"), schema.TRAIN_FEATURES)
     examples = examples.filter(lambda x: tf.size(x[schema.HISTORY]) >= 2).cache()
+    redraw = epoch is None
+    if not redraw:
+        seed = seed + epoch
     if shuffle:
-        examples = examples.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        examples = examples.shuffle(50_000, seed=seed, reshuffle_each_iteration=redraw)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=redraw).batch(2)
 
     def make(x, pair):
         history = x[schema.HISTORY][-(max_seq_length + 1) :]

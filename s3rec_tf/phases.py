@@ -174,15 +174,19 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     settings = config.finetune
     data_dir = config.data.data_dir
     max_seq_length = config.model.max_seq_length
-    train_ds = data_lib.finetune_train_dataset(
-        data_dir,
-        metadata["num_items"],
-        settings.batch_size,
-        max_seq_length,
-        settings.num_negatives,
-        config.seed,
-        fixed_widths=config.jit_compile,
-    )
+
+    def train_ds(epoch):  # one epoch, its order and negatives drawn from (seed, epoch)
+        return data_lib.finetune_train_dataset(
+            data_dir,
+            metadata["num_items"],
+            settings.batch_size,
+            max_seq_length,
+            settings.num_negatives,
+            config.seed,
+            fixed_widths=config.jit_compile,
+            epoch=epoch,
+        )
+
     valid_ds = data_lib.eval_dataset(data_dir, "valid", settings.batch_size, max_seq_length)
     test_ds = data_lib.eval_dataset(data_dir, "test", settings.batch_size, max_seq_length)
     targets_per_example = None
@@ -201,18 +205,24 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
             strategy,
             monitor=f"val_{settings.monitor}",
             patience=settings.patience,
+            stop_after_epoch=True,  # one fit per epoch: each reads its own epoch's dataset
         )
         done = state.attach(model)
     start = time.time()
-    if done < settings.epochs and not state.stopped_early:
+    callbacks = _phase_callbacks(state, run_dir, "finetune", strategy)
+    for epoch in range(done, settings.epochs):
+        if state.stopped_early:
+            break
         model.fit(
-            train_ds,
+            train_ds(epoch),
             validation_data=valid_ds,
-            initial_epoch=done,
+            initial_epoch=epoch,
             epochs=settings.epochs,
-            callbacks=_phase_callbacks(state, run_dir, "finetune", strategy),
+            callbacks=callbacks,
             verbose=verbose,
         )
+        if state.epochs_done != epoch + 1:  # TerminateOnNaN stopped it: no checkpoint was made
+            break
     train_seconds = time.time() - start
     state.restore_best()
     valid = finetune_lib.evaluate(model, valid_ds)

@@ -12,7 +12,7 @@ from beam_pipelines import parse, preprocess, raw_format, transforms
 from s3rec_tf import schema
 from tree_bytes import tree_bytes  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
 # Files that depend only on the data and the seed; vocab files, metadata.json and dead letters
 # also depend on the input format.

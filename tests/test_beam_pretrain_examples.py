@@ -243,6 +243,7 @@ def test_too_few_candidates_for_negatives():
         pe.sample_negatives([(9, (1, 2, 3))], seed=0, num_items=5, num_negatives=3)
 
 
+@pytest.mark.real_data
 def test_beauty_example_count(beauty_dir):
     with open(f"{beauty_dir}/Beauty.txt") as f:
         histories = [(int(u), tuple(map(int, rest))) for u, *rest in map(str.split, f)]

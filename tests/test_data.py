@@ -35,6 +35,16 @@ def _rows(dense):
     return rows
 
 
+def _raw_examples(out, prefix):
+    """Every record of a shard set as {feature: list of ints}, parsed with protobuf alone."""
+    examples = []
+    for path in sorted(tf.io.gfile.glob(os.path.join(out, prefix) + "*")):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            features = tf.train.Example.FromString(record).features.feature
+            examples.append({k: list(v.int64_list.value) for k, v in features.items()})
+    return examples
+
+
 def test_left_pad_matches_numpy():
     right = np.array([[1, 2, 3, 0, 0], [4, 0, 0, 0, 0], [5, 6, 7, 8, 9]])
     lengths = (right > 0).sum(1)
@@ -72,6 +82,12 @@ def test_pretrain_epoch_reads_every_example_once_left_padded(dataset):
                 assert len(rows[name][i]) == len(pos)
             seen[(tuple(pos), tuple(rows[schema.MASKED_ITEM_SEQUENCE][i]))] += 1
     assert sum(seen.values()) == metadata["num_pretrain_examples"]
+    # Every example once: the same multiset as the shards of duplicate 0, read with protobuf.
+    want = collections.Counter(
+        (tuple(e[schema.POS_ITEMS]), tuple(e[schema.MASKED_ITEM_SEQUENCE]))
+        for e in _raw_examples(out, schema.pretrain_prefix(0))
+    )
+    assert seen == want
     # Batches are padded to their own longest sequence, not to max_seq_length.
     widths = [b[schema.POS_ITEMS].shape[1] for b in data.dataset(epoch=0)]
     assert min(widths) < 10
@@ -128,8 +144,62 @@ def test_finetune_train_batches(dataset):
         first_epoch_negatives.append(negatives.sum())
         users_seen += len(inputs)
     assert users_seen == metadata["num_users"]
+    # Every user's example once: the multiset of (inputs, targets) the sequences give.
+    want = collections.Counter()
+    for seq in sequences.values():
+        part = seq[:-2][-11:]
+        want[(tuple(part[:-1]), tuple(part[1:]))] += 1
+    assert _finetune_examples(ds) == want
     second = [b[data_lib.NEGATIVE_IDS].numpy().sum() for b in ds]
     assert first_epoch_negatives != second  # resampled every epoch
+
+
+def _finetune_examples(ds, negatives=None):
+    """Counter of (inputs, targets) over one pass; fills `negatives` {(inputs, targets): ...}."""
+    seen = collections.Counter()
+    for batch in ds:
+        width = batch[data_lib.INPUT_IDS].shape[1]
+        rows = zip(_rows(batch[data_lib.INPUT_IDS]), _rows(batch[data_lib.TARGET_IDS]))
+        for i, (inp, tgt) in enumerate(rows):
+            key = (tuple(inp), tuple(tgt))
+            seen[key] += 1
+            if negatives is not None:
+                negatives[key] = batch[data_lib.NEGATIVE_IDS].numpy()[i, width - len(tgt) :]
+    return seen
+
+
+def _unique_keys(*counters):
+    return [k for k in counters[0] if all(c[k] == 1 for c in counters)]
+
+
+def test_finetune_negatives_are_redrawn_every_epoch_for_every_example(dataset):
+    """Not only the batch sums: the same example's negatives differ between epochs (one fit over
+    one dataset, and one dataset per epoch), and an epoch read twice is the same."""
+    out, metadata, _ = dataset
+
+    def negatives_of(ds):
+        negatives = {}
+        seen = _finetune_examples(ds, negatives)
+        return seen, negatives
+
+    def dataset_for(epoch):
+        return data_lib.finetune_train_dataset(
+            out, metadata["num_items"], batch_size=8, max_seq_length=10, num_negatives=3,
+            seed=5, epoch=epoch,
+        )
+
+    redrawn = dataset_for(None)
+    for first, second in [
+        (negatives_of(redrawn), negatives_of(redrawn)),
+        (negatives_of(dataset_for(0)), negatives_of(dataset_for(1))),
+    ]:
+        keys = _unique_keys(first[0], second[0])
+        assert len(keys) > 40
+        same = [k for k in keys if np.array_equal(first[1][k], second[1][k])]
+        assert len(same) <= 2, f"{len(same)} of {len(keys)} examples kept their negatives"
+    once, again = negatives_of(dataset_for(3)), negatives_of(dataset_for(3))
+    keys = _unique_keys(once[0], again[0])
+    assert all(np.array_equal(once[1][k], again[1][k]) for k in keys)
 
 
 @pytest.mark.parametrize("max_seq_length", [3, 10])
@@ -193,3 +263,10 @@ def test_fixed_widths_pad_batches_to_their_bucket_bound(dataset):
         _rows(batch[schema.POS_ITEMS])  # still left-padded
     assert widths <= {b - 1 for b in data_lib._bucket_boundaries(10)}
     assert examples == metadata["num_pretrain_examples"]
+    seen = collections.Counter(
+        tuple(row) for b in data.dataset(epoch=0) for row in _rows(b[schema.POS_ITEMS])
+    )
+    want = collections.Counter(
+        tuple(e[schema.POS_ITEMS]) for e in _raw_examples(out, schema.pretrain_prefix(0))
+    )
+    assert seen == want

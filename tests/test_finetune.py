@@ -13,8 +13,18 @@ import tensorflow as tf  # noqa: E402
 from dataset_fixture import small_dataset  # noqa: E402
 
 
-def _softplus(x):
-    return np.logaddexp(0.0, x)
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+
+
+def _gbce_beta(k, num_items, t):
+    """gSASRec (Petrov & Macdonald, RecSys 2023): with k negatives sampled uniformly from the
+    |I| - 1 non-positive items, the sampling rate is alpha = k / (|I| - 1), and the positive's
+    predicted probability is raised to beta = alpha (t (1 - 1/alpha) + 1/alpha). Multiplied
+    out: beta = t alpha - t + 1 = 1 - t (1 - alpha), i.e. a straight line in t from 1 (t = 0,
+    plain BCE) to alpha (t = 1, fully calibrated: sigmoid(s+)^alpha undoes the sampling)."""
+    alpha = k / (num_items - 1)
+    return 1.0 - t * (1.0 - alpha)
 
 
 def _batch(rng, num_items, batch=4, width=6, k=3):
@@ -45,12 +55,9 @@ def _oracle(loss, states, table, batch, num_items, gbce_t=0.75):
             total += np.logaddexp.reduce(logits) - pos
         else:
             neg = table[negatives[b, w]] @ h
-            k = len(neg)
-            beta = 1.0
-            if loss == "gbce":
-                alpha = k / (num_items - 1)
-                beta = alpha * (gbce_t * (1 - 1 / alpha) + 1 / alpha)
-            total += beta * _softplus(-pos) + _softplus(neg).sum()
+            beta = _gbce_beta(len(neg), num_items, gbce_t) if loss == "gbce" else 1.0
+            # -log(sigmoid(s+) ** beta) - sum log(1 - sigmoid(s-))
+            total += -beta * np.log(_sigmoid(pos)) - np.log(1.0 - _sigmoid(neg)).sum()
         count += 1
     return total / count
 
@@ -65,6 +72,26 @@ def test_losses_match_numpy(loss):
     states = encoder(batch[data_lib.INPUT_IDS], causal=True).numpy()
     want = _oracle(loss, states, encoder.item_embeddings.numpy(), batch, num_items)
     np.testing.assert_allclose(float(loss_sum / count), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.5, 1.0])
+def test_gbce_raises_the_positive_probability_to_the_papers_beta(t):
+    """At t = 0 gBCE is BCE; at t = 1 the positive term is alpha = k / (N - 1) times BCE's."""
+    num_items, k = 30, 3
+    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    batch = _batch(np.random.default_rng(3), num_items, k=k)
+    gbce = finetune_lib.S3RecRecommender(encoder, loss="gbce", gbce_t=t)
+    loss_sum, _ = gbce.compute_loss_terms(batch, training=False)
+    states = encoder(batch[data_lib.INPUT_IDS], causal=True).numpy().astype(np.float64)
+    table = encoder.item_embeddings.numpy().astype(np.float64)
+    targets, negatives = batch[data_lib.TARGET_IDS].numpy(), batch[data_lib.NEGATIVE_IDS].numpy()
+    real = targets > 0
+    pos = np.einsum("bwd,bwd->bw", states, table[targets])[real]
+    neg = np.einsum("bwd,bwkd->bwk", states, table[negatives])[real]
+    positive_term = -np.log(_sigmoid(pos)).sum()
+    negative_term = -np.log(1.0 - _sigmoid(neg)).sum()
+    beta = {0.0: 1.0, 0.5: 0.5 + 0.5 * k / (num_items - 1), 1.0: k / (num_items - 1)}[t]
+    np.testing.assert_allclose(float(loss_sum), beta * positive_term + negative_term, rtol=1e-5)
 
 
 def test_bce_with_one_negative_is_the_reference_formula():

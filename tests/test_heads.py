@@ -162,6 +162,9 @@ def test_pretrain_heads_scores_match_numpy():
     d = 4
     heads = S3RecPretrainHeads(3, hidden_size=d, aap_rank=None, map_rank=2)
     heads.build()
+    rng = np.random.default_rng(16)  # every weight random, the zero-initialized biases too
+    for weight in heads.weights:
+        weight.assign(rng.normal(size=weight.shape).astype(np.float32))
     hidden, candidates = _random([5, d], 14), _random([5, 2, d], 15)
     kernel, bias = heads.mip_norm.kernel.numpy(), heads.mip_norm.bias.numpy()
     expected = np.einsum("pd,pcd->pc", hidden @ kernel + bias, candidates)
@@ -176,7 +179,17 @@ def test_pretrain_heads_scores_match_numpy():
     table = heads.attribute_embeddings.numpy()
     expected = (hidden @ heads.aap.kernel.numpy() + heads.aap.bias.numpy()) @ table.T
     np.testing.assert_allclose(heads.aap_logits(hidden).numpy(), expected, rtol=1e-5, atol=1e-6)
-    assert heads.map_logits(hidden).shape == (5, 4)
+    # MAP at rank 2: (h·U)·(E·V)ᵀ + E·b, its own weights (not AAP's).
+    map_ = heads.map
+    expected = (hidden @ map_.kernel_u.numpy()) @ (table @ map_.kernel_v.numpy()).T
+    expected += table @ map_.bias.numpy()
+    assert expected.shape == (5, 4)
+    np.testing.assert_allclose(heads.map_logits(hidden).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # On [batch, width, d] positions too, as pretraining applies it.
+    grid = _random([2, 3, d], 17)
+    expected = (grid @ map_.kernel_u.numpy()) @ (table @ map_.kernel_v.numpy()).T
+    expected += table @ map_.bias.numpy()
+    np.testing.assert_allclose(heads.map_logits(grid).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_mip_and_sp_kernels_start_different():
