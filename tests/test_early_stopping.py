@@ -48,7 +48,7 @@ def _fit(directory, values, patience, epochs=None):
     script = _Scripted(values)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=[16, 3]).astype(np.float32), rng.normal(size=[16, 2]).astype(np.float32)
-    if not state.finished:
+    if not state.stopped_early:
         model.fit(
             x, y, batch_size=4, initial_epoch=done, epochs=epochs or len(values), verbose=0,
             callbacks=[script, state],
@@ -79,7 +79,7 @@ def test_patience_stops_after_exactly_patience_epochs_without_improvement(
     state, script, model = _fit(tmp_path / "ckpt", values, patience)
     assert state.epochs_done == len(script.weights) == epochs_run
     assert state.stopped_early == (epochs_run < len(values))
-    assert state.finished == (epochs_run < len(values))
+    assert state.stopped_early == (epochs_run < len(values))
     assert state.best_epoch_number == best
     assert float(state.best.numpy()) == max(values[:epochs_run])
 
@@ -95,7 +95,7 @@ def test_restore_best_loads_the_best_epochs_weights_tensor_by_tensor(tmp_path):
 
     # After a kill: a new process restores the stopped state and the same best weights.
     again, again_script, again_model = _fit(tmp_path / "ckpt", values + [0.9, 0.9], patience=3)
-    assert again.finished and again.epochs_done == 5 and again.best_epoch_number == 2
+    assert again.stopped_early and again.epochs_done == 5 and again.best_epoch_number == 2
     assert again_script.weights == []  # nothing trained
     _assert_weights_equal(again_model.get_weights(), last)  # the last epoch's checkpoint
     again.restore_best()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from keras_models import S3RecEncoder
+from s3rec_tf import builders
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
@@ -62,7 +63,7 @@ def _model(data_dir, exclude_history):
     rng = np.random.default_rng(5)  # spread-out scores: no rank hangs on float rounding
     for weight in encoder.weights:
         weight.assign(rng.normal(scale=0.3, size=weight.shape).astype(np.float32))
-    model = finetune_lib.build_recommender(config, encoder, targets_per_example=3.0)
+    model = builders.recommender_from_config(config, encoder, targets_per_example=3.0)
     model.compile(optimizer="adam")
     return model
 
