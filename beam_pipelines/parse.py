@@ -28,7 +28,8 @@ import contextlib
 import gzip
 import json
 import math
-from typing import Any, Iterable, NamedTuple, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -172,7 +173,9 @@ class _ParseLine(beam.DoFn):
 
     def _dead(self, path, line_no, kind, detail, record):
         self._counters[kind].inc()
-        return beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(path, line_no, kind, detail, record))
+        return beam.pvalue.TaggedOutput(
+            DEAD_LETTER, dead_letter(path, line_no, kind, detail, record)
+        )
 
     def process(self, element):
         """(path, line number, bytes) -> what `parse` makes of the decoded text."""
@@ -301,7 +304,7 @@ def meta_attributes(record: dict) -> Optional[tuple[str, ...]]:
     return tuple(sorted(names))
 
 
-@beam.typehints.with_output_types(Tuple[str, Tuple[str, ...]])
+@beam.typehints.with_output_types(tuple[str, tuple[str, ...]])
 class ParseMetaLine(_ParseLine):
     """(path, line number, bytes) of a metadata file -> (asin, attribute names), or a dead letter.
 
@@ -344,7 +347,7 @@ def _positive_int(token: str) -> Optional[int]:
     return int(token) if token.isascii() and token.isdigit() and int(token) > 0 else None
 
 
-@beam.typehints.with_output_types(Tuple[int, Tuple[str, int, Tuple[int, ...]]])
+@beam.typehints.with_output_types(tuple[int, tuple[str, int, tuple[int, ...]]])
 class ParseSequenceLine(_ParseLine):
     """(path, line number, bytes) of an S3-Rec sequences file -> (user, (path, line, items)).
 
@@ -364,7 +367,7 @@ class ParseSequenceLine(_ParseLine):
         yield ids[0], (path, line_no, tuple(ids[1:]))
 
 
-@beam.typehints.with_output_types(Tuple[int, Tuple[int, ...]])
+@beam.typehints.with_output_types(tuple[int, tuple[int, ...]])
 class ParseItemAttributesFile(_ParseLine):
     """S3-Rec item2attributes file path -> (item id, sorted distinct attribute ids) per entry.
 

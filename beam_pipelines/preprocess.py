@@ -19,7 +19,8 @@ import argparse
 import difflib
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -36,35 +37,86 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     inputs = parser.add_argument_group("inputs: either Amazon files or the S3-Rec format")
-    inputs.add_argument("--reviews", nargs="+", default=[], metavar="GLOB",
-                        help="Amazon review files (2014 or 2018 JSON lines, .gz or plain).")
-    inputs.add_argument("--metadata", nargs="+", default=[], metavar="GLOB",
-                        help="Amazon metadata files (2014 Python literals or 2018 JSON lines).")
-    inputs.add_argument("--sequences", nargs="+", default=[], metavar="GLOB",
-                        help="S3-Rec sequences ('user item item ...' per line); ids are kept.")
-    inputs.add_argument("--item2attributes", nargs="+", default=[], metavar="GLOB",
-                        help="S3-Rec item2attributes JSON ({item id: [attribute ids]}).")
-    parser.add_argument("--output", required=True,
-                        help="Output directory (any Beam file system path).")
-    parser.add_argument("--max_seq_length", type=int, default=50,
-                        help="Pretraining window: the last N items of each training sequence.")
-    parser.add_argument("--mask_prob", type=float, default=0.2,
-                        help="Probability of masking an item that is not the last one.")
-    parser.add_argument("--dupe_factor", type=int, default=1,
-                        help="Pretraining duplicates, each with its own masks and shards.")
-    parser.add_argument("--num_negatives", type=int, default=99,
-                        help="Sampled negatives per user for validation and test.")
+    inputs.add_argument(
+        "--reviews",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="Amazon review files (2014 or 2018 JSON lines, .gz or plain).",
+    )
+    inputs.add_argument(
+        "--metadata",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="Amazon metadata files (2014 Python literals or 2018 JSON lines).",
+    )
+    inputs.add_argument(
+        "--sequences",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="S3-Rec sequences ('user item item ...' per line); ids are kept.",
+    )
+    inputs.add_argument(
+        "--item2attributes",
+        nargs="+",
+        default=[],
+        metavar="GLOB",
+        help="S3-Rec item2attributes JSON ({item id: [attribute ids]}).",
+    )
+    parser.add_argument(
+        "--output", required=True, help="Output directory (any Beam file system path)."
+    )
+    parser.add_argument(
+        "--max_seq_length",
+        type=int,
+        default=50,
+        help="Pretraining window: the last N items of each training sequence.",
+    )
+    parser.add_argument(
+        "--mask_prob",
+        type=float,
+        default=0.2,
+        help="Probability of masking an item that is not the last one.",
+    )
+    parser.add_argument(
+        "--dupe_factor",
+        type=int,
+        default=1,
+        help="Pretraining duplicates, each with its own masks and shards.",
+    )
+    parser.add_argument(
+        "--num_negatives",
+        type=int,
+        default=99,
+        help="Sampled negatives per user for validation and test.",
+    )
     parser.add_argument("--seed", type=int, default=42, help="Seed of every random choice.")
-    parser.add_argument("--user_core", type=int, default=5,
-                        help="k-core: minimum interactions per user (>= 3).")
-    parser.add_argument("--item_core", type=int, default=5,
-                        help="k-core: minimum interactions per item.")
-    parser.add_argument("--min_rating", type=float, default=None,
-                        help="Keep reviews rated at least this; unset keeps all.")
-    parser.add_argument("--attribute_min_count", type=int, default=1,
-                        help="Keep attributes carried by at least this many items.")
-    parser.add_argument("--num_shards", type=int, default=4,
-                        help="Shards per output split / duplicate (users are spread by id).")
+    parser.add_argument(
+        "--user_core", type=int, default=5, help="k-core: minimum interactions per user (>= 3)."
+    )
+    parser.add_argument(
+        "--item_core", type=int, default=5, help="k-core: minimum interactions per item."
+    )
+    parser.add_argument(
+        "--min_rating",
+        type=float,
+        default=None,
+        help="Keep reviews rated at least this; unset keeps all.",
+    )
+    parser.add_argument(
+        "--attribute_min_count",
+        type=int,
+        default=1,
+        help="Keep attributes carried by at least this many items.",
+    )
+    parser.add_argument(
+        "--num_shards",
+        type=int,
+        default=4,
+        help="Shards per output split / duplicate (users are spread by id).",
+    )
     return parser
 
 

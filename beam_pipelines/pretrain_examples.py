@@ -26,7 +26,8 @@ duplicate: not on the order in which workers see users.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -224,9 +225,7 @@ def _negatives_outside_prefix(
     fresh draw from that user's generator until none does: uniform over 1..N minus the prefix."""
     # Keys (user, item) of every first occurrence in the windows, with its position.
     window_user = np.repeat(np.arange(len(window_length)), window_length)
-    keys, first_flat = np.unique(
-        window_user * (num_items + 1) + window_flat, return_index=True
-    )
+    keys, first_flat = np.unique(window_user * (num_items + 1) + window_flat, return_index=True)
     first_position = first_flat - window_start[window_user[first_flat]]
     per_user_distinct = np.bincount(window_user[first_flat], minlength=len(window_length))
     if per_user_distinct.max() >= num_items:
@@ -264,9 +263,7 @@ def leave_one_out(items: Sequence[int]) -> Split:
     """Last item = test target, second to last = validation target, the rest = training."""
     items = [int(i) for i in items]
     if len(items) < 3:
-        raise ValueError(
-            f"Leave-one-out needs at least 3 interactions per user, got {len(items)}."
-        )
+        raise ValueError(f"Leave-one-out needs at least 3 interactions per user, got {len(items)}.")
     return Split(
         train_history=items[:-2],
         heldout=items[-2:],

@@ -45,7 +45,8 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -60,7 +61,7 @@ TOP_CATEGORY = "Beauty"
 CORE = 5
 
 # Leaf category paths below TOP_CATEGORY and the nouns that make their item titles.
-_LEAVES: Tuple[Tuple[Tuple[str, ...], Tuple[str, ...]], ...] = (
+_LEAVES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("Skin Care", "Face", "Creams & Moisturizers"), ("Day Cream", "Night Cream", "Moisturizer")),
     (("Skin Care", "Face", "Cleansers"), ("Foaming Cleanser", "Cleansing Gel", "Micellar Water")),
     (("Skin Care", "Body", "Moisturizers"), ("Body Lotion", "Body Butter", "Body Oil")),
@@ -76,7 +77,7 @@ _LEAVES: Tuple[Tuple[Tuple[str, ...], Tuple[str, ...]], ...] = (
 )
 
 # Brands per top-level group; a brand may sell in several groups, like real brands do.
-_BRANDS: Dict[str, Tuple[str, ...]] = {
+_BRANDS: dict[str, tuple[str, ...]] = {
     "Skin Care": ("Aveline", "Dermaclair", "Burt's Meadow", "Purelle"),
     "Makeup": ("Lumiere Cosmetics", "Velvetine", "Kohl & Co.", "Nailique"),
     "Hair Care": ("Silkroot", "Maneframe", "Purelle"),
@@ -86,7 +87,7 @@ _BRANDS: Dict[str, Tuple[str, ...]] = {
 }
 
 # Second category paths that a few items also carry, as real items do.
-_EXTRA_PATHS: Tuple[Tuple[str, ...], ...] = (
+_EXTRA_PATHS: tuple[tuple[str, ...], ...] = (
     ("Health & Personal Care", "Personal Care"),
     ("Beauty", "Skin Care"),
     ("Beauty", "Makeup"),
@@ -94,22 +95,100 @@ _EXTRA_PATHS: Tuple[Tuple[str, ...], ...] = (
 )
 
 _ADJECTIVES = (
-    "Hydrating", "Gentle", "Radiant", "Classic", "Ultra", "Pure", "Daily", "Intense", "Soft",
-    "Fresh", "Natural", "Silky", "Bold", "Sheer", "Velvet", "Botanical",
+    "Hydrating",
+    "Gentle",
+    "Radiant",
+    "Classic",
+    "Ultra",
+    "Pure",
+    "Daily",
+    "Intense",
+    "Soft",
+    "Fresh",
+    "Natural",
+    "Silky",
+    "Bold",
+    "Sheer",
+    "Velvet",
+    "Botanical",
 )
 _FIRST_NAMES = (
-    "Anna", "Maria", "Linda", "Susan", "Karen", "Emily", "Jessica", "Sarah", "Laura", "Amy",
-    "Michelle", "Kim", "Lisa", "Nicole", "Rachel", "Megan", "Julie", "Grace", "Chris", "David",
+    "Anna",
+    "Maria",
+    "Linda",
+    "Susan",
+    "Karen",
+    "Emily",
+    "Jessica",
+    "Sarah",
+    "Laura",
+    "Amy",
+    "Michelle",
+    "Kim",
+    "Lisa",
+    "Nicole",
+    "Rachel",
+    "Megan",
+    "Julie",
+    "Grace",
+    "Chris",
+    "David",
 )
 _WORDS = (
-    "love", "this", "product", "skin", "great", "smell", "works", "well", "price", "bought",
-    "again", "color", "nice", "soft", "would", "recommend", "not", "worth", "it", "my", "hair",
-    "feels", "lasts", "all", "day", "little", "goes", "long", "way", "favorite", "gentle",
-    "sensitive", "light", "texture", "packaging", "arrived", "quickly", "good", "value", "use",
+    "love",
+    "this",
+    "product",
+    "skin",
+    "great",
+    "smell",
+    "works",
+    "well",
+    "price",
+    "bought",
+    "again",
+    "color",
+    "nice",
+    "soft",
+    "would",
+    "recommend",
+    "not",
+    "worth",
+    "it",
+    "my",
+    "hair",
+    "feels",
+    "lasts",
+    "all",
+    "day",
+    "little",
+    "goes",
+    "long",
+    "way",
+    "favorite",
+    "gentle",
+    "sensitive",
+    "light",
+    "texture",
+    "packaging",
+    "arrived",
+    "quickly",
+    "good",
+    "value",
+    "use",
 )
 _SUMMARIES = (
-    "Love it", "Great product", "Works well", "Not for me", "Nice", "Five stars", "Good value",
-    "Would buy again", "Okay", "Disappointed", "My favorite", "Does the job",
+    "Love it",
+    "Great product",
+    "Works well",
+    "Not for me",
+    "Nice",
+    "Five stars",
+    "Good value",
+    "Would buy again",
+    "Okay",
+    "Disappointed",
+    "My favorite",
+    "Does the job",
 )
 _RATINGS = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
 _RATING_P = np.array([0.05, 0.06, 0.11, 0.20, 0.58])  # roughly the real Beauty distribution
@@ -138,11 +217,11 @@ class _Item:
     brand: Optional[str]
     title: str
     reviewed: bool
-    successors: List[int] = dataclasses.field(default_factory=list)
+    successors: list[int] = dataclasses.field(default_factory=list)
 
 
-def _unique_ids(rng: np.random.Generator, count: int, make) -> List[str]:
-    seen: Dict[str, None] = {}
+def _unique_ids(rng: np.random.Generator, count: int, make) -> list[str]:
+    seen: dict[str, None] = {}
     while len(seen) < count:
         seen.setdefault(make(rng), None)
     return list(seen)
@@ -160,13 +239,13 @@ def _reviewer_id(rng: np.random.Generator) -> str:
     return "A" + "".join(rng.choice(_ALNUM, size=int(rng.integers(12, 14))))
 
 
-def _make_items(rng: np.random.Generator) -> Tuple[List[_Item], List[List[int]], List[np.ndarray]]:
+def _make_items(rng: np.random.Generator) -> tuple[list[_Item], list[list[int]], list[np.ndarray]]:
     """Items, the reviewed item indices of each leaf, and their popularity weights."""
     per_leaf = _ITEMS_PER_LEAF + _UNREVIEWED_PER_LEAF
     asins = _unique_ids(rng, len(_LEAVES) * per_leaf, _asin)
-    items: List[_Item] = []
-    leaf_items: List[List[int]] = []
-    leaf_popularity: List[np.ndarray] = []
+    items: list[_Item] = []
+    leaf_items: list[list[int]] = []
+    leaf_popularity: list[np.ndarray] = []
     for leaf, (path, nouns) in enumerate(_LEAVES):
         brands = _BRANDS[path[0]]
         brand_p = 1.0 / np.arange(1, len(brands) + 1)
@@ -208,7 +287,7 @@ def _draw_popular(rng, leaf_items, leaf_popularity, leaf, visited) -> int:
     return int(candidates[rng.choice(len(candidates), p=weights / weights.sum())])
 
 
-def _make_sequences(rng, num_users, items, leaf_items, leaf_popularity) -> List[List[int]]:
+def _make_sequences(rng, num_users, items, leaf_items, leaf_popularity) -> list[list[int]]:
     num_leaves = len(leaf_items)
     leaf_share = rng.dirichlet(np.full(num_leaves, 4.0))
     sequences = []
@@ -223,8 +302,8 @@ def _make_sequences(rng, num_users, items, leaf_items, leaf_popularity) -> List[
             num_cats = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
         cats = rng.choice(num_leaves, size=num_cats, replace=False, p=leaf_share)
         cat_p = rng.dirichlet(np.full(num_cats, 2.0))
-        sequence: List[int] = []
-        visited: Dict[int, None] = {}
+        sequence: list[int] = []
+        visited: dict[int, None] = {}
         while len(sequence) < length:
             nxt = -1
             if sequence and rng.random() < _FOLLOW_PROB:
@@ -246,7 +325,7 @@ def _make_sequences(rng, num_users, items, leaf_items, leaf_popularity) -> List[
     return sequences
 
 
-def k_core(sequences: Sequence[Sequence[int]], k: int = CORE) -> List[List[int]]:
+def k_core(sequences: Sequence[Sequence[int]], k: int = CORE) -> list[list[int]]:
     """Iterative k-core: drop items and users with fewer than k interactions until none is left."""
     current = [list(s) for s in sequences]
     while True:
@@ -258,7 +337,7 @@ def k_core(sequences: Sequence[Sequence[int]], k: int = CORE) -> List[List[int]]
         current = filtered
 
 
-def _reviews(rng, sequences, items) -> List[dict]:
+def _reviews(rng, sequences, items) -> list[dict]:
     reviewer_ids = _unique_ids(rng, len(sequences), _reviewer_id)
     records = []
     for user, sequence in enumerate(sequences):
@@ -274,7 +353,7 @@ def _reviews(rng, sequences, items) -> List[dict]:
             if name is not None:
                 record["reviewerName"] = name
             text = " ".join(rng.choice(_WORDS, size=int(rng.integers(4, 16))))
-            midnight = datetime.datetime.combine(day, datetime.time(), datetime.timezone.utc)
+            midnight = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
             record.update(
                 {
                     "helpful": [int(rng.integers(0, total_votes + 1)), total_votes],
@@ -291,7 +370,7 @@ def _reviews(rng, sequences, items) -> List[dict]:
     return records
 
 
-def _meta(rng, items, reviewed_counts) -> List[dict]:
+def _meta(rng, items, reviewed_counts) -> list[dict]:
     records = []
     for index, item in enumerate(items):
         if item.reviewed and rng.random() < _NO_META_PROB:
@@ -320,7 +399,7 @@ def _meta(rng, items, reviewed_counts) -> List[dict]:
 
 def generate(
     seed: int = DEFAULT_SEED, num_users: int = DEFAULT_NUM_USERS
-) -> Tuple[List[dict], List[dict]]:
+) -> tuple[list[dict], list[dict]]:
     """(review records, meta records) of the sample; same arguments, same records."""
     if num_users < 50:
         raise ValueError(f"num_users = {num_users} is too small for a 5-core sample; use >= 50.")
@@ -334,15 +413,16 @@ def generate(
 def _write_gzip(path: str, lines: Sequence[str]) -> None:
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     # No file name and mtime=0 in the gzip header: the bytes depend on the content only.
-    with open(path, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0
-    ) as out:
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=0) as out,
+    ):
         out.write(data)
 
 
 def write(
     output_dir: str, seed: int = DEFAULT_SEED, num_users: int = DEFAULT_NUM_USERS
-) -> Tuple[str, str]:
+) -> tuple[str, str]:
     """Writes both files into `output_dir` (created if needed); returns their paths."""
     reviews, meta = generate(seed, num_users)
     os.makedirs(output_dir, exist_ok=True)

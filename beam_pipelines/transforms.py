@@ -27,7 +27,8 @@ import itertools
 import json
 import logging
 import posixpath
-from typing import Any, Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -91,7 +92,7 @@ class PreprocessConfig:
         """'amazon' (raw reviews and metadata) or 's3rec' (the benchmark format, ids kept)."""
         return "s3rec" if self.sequences else "amazon"
 
-    def validate(self) -> "PreprocessConfig":
+    def validate(self) -> PreprocessConfig:
         """Returns self, or raises ValueError naming the option and the problem."""
         amazon = bool(self.reviews or self.metadata)
         s3rec = bool(self.sequences or self.item2attributes)
@@ -299,7 +300,7 @@ class FilterRatings(beam.PTransform):
 # ---------------------------------------------------------------------------------------------
 # Step 3: chronological histories.
 # ---------------------------------------------------------------------------------------------
-@beam.typehints.with_output_types(Tuple[Any, Tuple[Any, ...]])
+@beam.typehints.with_output_types(tuple[Any, tuple[Any, ...]])
 class _HistoryFn(beam.DoFn):
     def __init__(self):
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, DROPPED_DUPLICATE_EVENTS)
@@ -333,7 +334,7 @@ class BuildHistories(beam.PTransform):
         return {"histories": results["histories"], "stats": stats}
 
 
-@beam.typehints.with_output_types(Tuple[int, Tuple[int, ...]])
+@beam.typehints.with_output_types(tuple[int, tuple[int, ...]])
 class _FirstLineFn(beam.DoFn):
     def __init__(self):
         self._duplicates = Metrics.counter(parse.METRICS_NAMESPACE, parse.DUPLICATE_USER)
@@ -425,7 +426,7 @@ class KCore(beam.PTransform):
             | "All" >> Gather()
             | "Filter"
             >> beam.FlatMap(_kcore_fn, self._user_core, self._item_core)
-            .with_output_types(Tuple[Any, Tuple[Any, ...]])
+            .with_output_types(tuple[Any, tuple[Any, ...]])
             .with_outputs("stats", main="histories")
         )
         return {"histories": results["histories"], "stats": results["stats"]}
@@ -435,12 +436,17 @@ def _kcore_fn(all_histories, user_core, item_core):
     kept, rounds, users, interactions = kcore(all_histories, user_core, item_core)
     _LOG.info(
         "k-core (users %d, items %d): %d rounds, dropped %d users and %d interactions",
-        user_core, item_core, rounds, users, interactions,
+        user_core,
+        item_core,
+        rounds,
+        users,
+        interactions,
     )
     if not kept:
         _LOG.warning(
             "No user has %d interactions on items with %d interactions each: the output is empty.",
-            user_core, item_core,
+            user_core,
+            item_core,
         )
     yield beam.pvalue.TaggedOutput("stats", (KCORE_ROUNDS, rounds))
     yield beam.pvalue.TaggedOutput("stats", (DROPPED_BY_KCORE_USERS, users))
@@ -510,7 +516,7 @@ class AssignIds(beam.PTransform):
             | "All" >> Gather()
             | "Assign"
             >> beam.FlatMap(_assign_ids_fn, self._keep)
-            .with_output_types(Tuple[int, Tuple[int, ...]])
+            .with_output_types(tuple[int, tuple[int, ...]])
             .with_outputs("sorted", "item_vocab", "user_vocab", "item_ids", main="histories")
         )
         return {
@@ -611,15 +617,16 @@ def serialize_example(features: dict) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-@beam.typehints.with_output_types(Tuple[str, int])
+@beam.typehints.with_output_types(tuple[str, int])
 class _WriteShardFn(beam.DoFn):
     """(shard, user histories) -> the shard's train/valid/test and pretraining files.
 
     Users are written in id order; a retried call rewrites the same bytes.
     """
 
-    def __init__(self, output, num_shards, dupe_factor, max_seq_length, mask_prob,
-                 num_negatives, seed):
+    def __init__(
+        self, output, num_shards, dupe_factor, max_seq_length, mask_prob, num_negatives, seed
+    ):
         self._output = output
         self._num_shards = num_shards
         self._dupe_factor = dupe_factor
@@ -633,7 +640,8 @@ class _WriteShardFn(beam.DoFn):
     def _create(self, prefix, shard):
         path = shard_path(self._output, prefix, shard, self._num_shards)
         return FileSystems.create(
-            path, mime_type="application/octet-stream",
+            path,
+            mime_type="application/octet-stream",
             compression_type=CompressionTypes.UNCOMPRESSED,
         )
 
@@ -717,14 +725,26 @@ class WriteExamples(beam.PTransform):
     (`schema.PRETRAIN_FEATURES`). Every shard file exists, empty or not.
     """
 
-    def __init__(self, output, *, long_sequence, num_items, num_shards, dupe_factor,
-                 max_seq_length, mask_prob, num_negatives, seed):
+    def __init__(
+        self,
+        output,
+        *,
+        long_sequence,
+        num_items,
+        num_shards,
+        dupe_factor,
+        max_seq_length,
+        mask_prob,
+        num_negatives,
+        seed,
+    ):
         super().__init__()
         self._long_sequence = long_sequence
         self._num_items = num_items
         self._num_shards = num_shards
-        self._fn = _WriteShardFn(output, num_shards, dupe_factor, max_seq_length, mask_prob,
-                                 num_negatives, seed)
+        self._fn = _WriteShardFn(
+            output, num_shards, dupe_factor, max_seq_length, mask_prob, num_negatives, seed
+        )
 
     def expand(self, histories):
         num_shards = self._num_shards
@@ -811,7 +831,8 @@ class WriteDeadLetters(beam.PTransform):
         )
         written = (
             ordered
-            | "Lines" >> beam.Map(
+            | "Lines"
+            >> beam.Map(
                 lambda letters: (
                     DEAD_LETTER_FILE,
                     lines_text(json.dumps(letter, sort_keys=True) for letter in letters),
@@ -829,8 +850,17 @@ class WriteDeadLetters(beam.PTransform):
         return ordered | "Count" >> beam.Map(count, beam.pvalue.AsList(written))
 
 
-def metadata_json(config: dict, *, num_users, num_items, num_attributes, num_interactions,
-                  written: dict, bad_records: dict, stats: dict) -> str:
+def metadata_json(
+    config: dict,
+    *,
+    num_users,
+    num_items,
+    num_attributes,
+    num_interactions,
+    written: dict,
+    bad_records: dict,
+    stats: dict,
+) -> str:
     """metadata.json: every key of `schema.METADATA_KEYS`, plus shard counts and stats."""
     dupe_factor = config["dupe_factor"]
     per_duplicate = [written.get(schema.pretrain_prefix(k), 0) for k in range(dupe_factor)]

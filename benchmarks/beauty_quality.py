@@ -13,7 +13,8 @@ reports/beauty_quality.md; processes running side by side should each write thei
 (the merge is read-modify-write) and `--merge` their reports into one afterwards; rerunning a
 finished row only re-evaluates it.
 
-Pretraining uses s3rec_tf/configs/reference_weights.yaml unless --config says otherwise: the objective
+Pretraining uses s3rec_tf/configs/reference_weights.yaml unless --config says otherwise: the
+objective
 weights of the authors' code (AAP 0.2, MIP 1.0, MAP 1.0, SP 0.5), with which the paper's numbers
 were made. Two rows can pretrain side by side, one process each with one TensorFlow thread
 (TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1), which gets more epochs out of 2 cores than
@@ -78,7 +79,9 @@ def _pretraining_of(name, args) -> dict:
     run_dir = os.path.join(args.runs, source)
     encoder = os.path.join(run_dir, run_dir_lib.PRETRAINED_ENCODER)
     # Only that row's pretraining must have finished: its fine-tuning may still be running.
-    if not os.path.exists(os.path.join(run_dir, run_dir_lib.PRETRAIN_SUMMARY)) or not os.path.exists(encoder + ".index"):
+    if not os.path.exists(
+        os.path.join(run_dir, run_dir_lib.PRETRAIN_SUMMARY)
+    ) or not os.path.exists(encoder + ".index"):
         sys.exit(
             f"error: row {name} fine-tunes the encoder pretrained by row {source}; run that row "
             f"first ({run_dir} has no finished pretraining)."
@@ -89,19 +92,23 @@ def _pretraining_of(name, args) -> dict:
 def run_row(name, args) -> dict:
     init, rank, loss = ROWS[name]
     pretraining = _pretraining_of(name, args)
-    config = config_lib.load(args.config or None).replace(
-        **{
-            "data.data_dir": args.data,
-            "output_dir": os.path.join(args.runs, name),
-            "model.aap_rank": rank,
-            "finetune.loss": loss,
-            "finetune.epochs": args.finetune_epochs,
-            "pretrain.epochs": args.pretrain_epochs,
-            "no_pretrain": init == "none",
-            "init_from": pretraining["init_from"],
-            "seed": args.seed,
-        }
-    ).validate()
+    config = (
+        config_lib.load(args.config or None)
+        .replace(
+            **{
+                "data.data_dir": args.data,
+                "output_dir": os.path.join(args.runs, name),
+                "model.aap_rank": rank,
+                "finetune.loss": loss,
+                "finetune.epochs": args.finetune_epochs,
+                "pretrain.epochs": args.pretrain_epochs,
+                "no_pretrain": init == "none",
+                "init_from": pretraining["init_from"],
+                "seed": args.seed,
+            }
+        )
+        .validate()
+    )
     start = time.time()
     results = train.run(config, verbose=args.verbose)
     finetune = results["finetune"]
@@ -119,13 +126,17 @@ def run_row(name, args) -> dict:
         "rank": None if init == "none" else ("full" if rank is None else rank),
         "loss": loss,
         "finetune_loss_normalizer": config.finetune.loss_normalizer,
-        "pretrain_epochs": pretrain["epochs"] if init == "pretrained" else (150 if init == "reference" else 0),
+        "pretrain_epochs": pretrain["epochs"]
+        if init == "pretrained"
+        else (150 if init == "reference" else 0),
         "pretrain_budget": (
             "the authors' released checkpoint (150 epochs of their pretraining)"
             if init == "reference"
             else _budget(pretraining["source"], pretrain)
         ),
-        "pretrained_by": pretraining["source"] if pretraining["source"] not in (None, name) else None,
+        "pretrained_by": pretraining["source"]
+        if pretraining["source"] not in (None, name)
+        else None,
         "objective_weights": (
             {k: pretrain["config"][f"{k}_weight"] for k in ("aap", "mip", "map", "sp")}
             if "config" in pretrain
@@ -157,8 +168,13 @@ def _budget(source, pretrain) -> str | None:
         return None
     untimed = pretrain["epochs"] - pretrain["timed_epochs"]
     return (
-        f"our pretraining, row {source}: {pretrain['epochs']} epochs, {pretrain['seconds'] / 3600:.1f} h of epoch time"
-        + (f" for {pretrain['timed_epochs']} of them ({untimed} ran before epochs were timed)" if untimed else "")
+        f"our pretraining, row {source}: {pretrain['epochs']} epochs, "
+        f"{pretrain['seconds'] / 3600:.1f} h of epoch time"
+        + (
+            f" for {pretrain['timed_epochs']} of them ({untimed} ran before epochs were timed)"
+            if untimed
+            else ""
+        )
     )
 
 
@@ -169,30 +185,35 @@ def markdown(rows) -> str:
     )
     if any(r["finetune_loss_normalizer"] != "dataset" for r in rows):
         legend += (
-            " \"÷ batch count\": each batch's loss divided by its own number of targets "
-            "(finetune.loss_normalizer \"batch\", the only way before 2026-12-01), which with "
-            "length-bucketed batches is not the reference's objective; the other rows divide by the "
-            "expected number (\"dataset\", the reference's objective)."
+            ' "÷ batch count": each batch\'s loss divided by its own number of targets '
+            '(finetune.loss_normalizer "batch", the only way before 2026-12-01), which with '
+            "length-bucketed batches is not the reference's objective; the other rows divide by "
+            "the "
+            'expected number ("dataset", the reference\'s objective).'
         )
     lines = [
         "# Amazon Beauty: test metrics",
         "",
         legend,
         "",
-        "| model | init | rank | loss | pretrain epochs | sampled HR@10 | sampled NDCG@10 | full HR@10 | full NDCG@10 | finetune epochs | wall s (pretrain / finetune) |",
+        "| model | init | rank | loss | pretrain epochs | sampled HR@10 | sampled NDCG@10 | "
+        "full HR@10 | full NDCG@10 | finetune epochs | wall s (pretrain / finetune) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, paper in PAPER.items():
         s, f = paper.get("sampled", {}), paper.get("full", {})
         fmt = lambda d, k: f"{d[k]:.4f}" if k in d else "–"  # noqa: E731
         lines.append(
-            f"| {name} | | | bce | {150 if name.startswith('S3-Rec') else 0} | {fmt(s, 'hr@10')} | {fmt(s, 'ndcg@10')} | {fmt(f, 'hr@10')} | {fmt(f, 'ndcg@10')} | | |"
+            f"| {name} | | | bce | {150 if name.startswith('S3-Rec') else 0} | "
+            f"{fmt(s, 'hr@10')} | {fmt(s, 'ndcg@10')} | "
+            f"{fmt(f, 'hr@10')} | {fmt(f, 'ndcg@10')} | | |"
         )
     for r in rows:
         s, f = r["test"]["sampled"], r["test"]["full"]
         lines.append(
             f"| {r['name']} | {r['init']} | {r['rank'] or '–'} | {r['loss']}"
-            f"{'' if r['finetune_loss_normalizer'] == 'dataset' else ' (÷ batch count)'} | {r['pretrain_epochs']} | "
+            f"{'' if r['finetune_loss_normalizer'] == 'dataset' else ' (÷ batch count)'} | "
+            f"{r['pretrain_epochs']} | "
             f"{s['hr@10']:.4f} | {s['ndcg@10']:.4f} | {f['hr@10']:.4f} | {f['ndcg@10']:.4f} | "
             f"{r['finetune_epochs']} (best {r['best_epoch']}) | "
             f"{r['wall_seconds']['pretrain']:.0f}{' (shared)' if r.get('pretrained_by') else ''} / "
@@ -202,7 +223,8 @@ def markdown(rows) -> str:
     for r in rows:
         weights = r.get("objective_weights")
         weights = (
-            f"; objective weights AAP {weights['aap']}, MIP {weights['mip']}, MAP {weights['map']}, SP {weights['sp']}"
+            f"; objective weights AAP {weights['aap']}, MIP {weights['mip']}, "
+            f"MAP {weights['map']}, SP {weights['sp']}"
             if weights
             else ""
         )
@@ -214,13 +236,26 @@ def markdown(rows) -> str:
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     logging.getLogger("s3rec_tf").setLevel(logging.INFO)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", help="beam_pipelines.preprocess output for Beauty")
     p.add_argument("--runs", help="where the run directories go (outside the repo)")
     p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
-    p.add_argument("--reference", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "reference", "s3rec_reference_beauty.npz"))
+    p.add_argument(
+        "--reference",
+        default=os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "..",
+            "shared",
+            "reference",
+            "s3rec_reference_beauty.npz",
+        ),
+    )
     p.add_argument(
         "--config",
         default="reference_weights",
@@ -244,7 +279,8 @@ def main(argv=None):
         "--status",
         action="store_true",
         help="run nothing: print where each row's run directory under --runs stands (epochs "
-        "finished of each phase's budget, epoch time so far), e.g. between the chunks of a long run",
+        "finished of each phase's budget, epoch time so far), e.g. between the chunks of a long "
+        "run",
     )
     args = p.parse_args(argv)
     unknown = set(args.rows.split(",")) - set(ROWS)
@@ -284,7 +320,8 @@ def main(argv=None):
 def status_table(runs: str, names) -> str:
     """A markdown table of where each row's run stands (run_dir.run_status of its directory)."""
     lines = [
-        "| row | state | pretraining epochs | fine-tuning epochs (best) | epoch time, h | test sampled HR@10 / NDCG@10 |",
+        "| row | state | pretraining epochs | fine-tuning epochs (best) | epoch time, h | "
+        "test sampled HR@10 / NDCG@10 |",
         "|---|---|---|---|---|---|",
     ]
     for name in names:
@@ -302,7 +339,8 @@ def status_table(runs: str, names) -> str:
             pretraining = "none"
         test = status.get("test", {}).get("sampled")
         lines.append(
-            f"| {name} | {status['state']} | {pretraining} | {fine['epochs_done']} / {fine['epochs']}"
+            f"| {name} | {status['state']} | {pretraining} | "
+            f"{fine['epochs_done']} / {fine['epochs']}"
             f" ({fine['best_epoch']}) | {(pre['seconds'] + fine['seconds']) / 3600:.2f} | "
             + (f"{test['hr@10']:.4f} / {test['ndcg@10']:.4f} |" if test else "|")
         )

@@ -28,8 +28,15 @@ SHARED = os.environ.get("S3REC_SHARED", os.path.join(os.path.dirname(REPO), "sha
 
 def _run_job(input_args, output, dupe_factor, runner_args):
     command = [
-        sys.executable, "-m", "beam_pipelines.preprocess", *input_args,
-        "--output", output, "--dupe_factor", str(dupe_factor), *runner_args,
+        sys.executable,
+        "-m",
+        "beam_pipelines.preprocess",
+        *input_args,
+        "--output",
+        output,
+        "--dupe_factor",
+        str(dupe_factor),
+        *runner_args,
     ]
     load_before = os.getloadavg()
     start = time.perf_counter()
@@ -61,8 +68,12 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", nargs="+", choices=("s3rec", "raw"), default=["s3rec", "raw"])
     parser.add_argument("--work_dir", default=None, help="Scratch directory (default: a temp dir).")
     parser.add_argument("--report", default=os.path.join(REPO, "reports", "preprocess_speed.json"))
-    parser.add_argument("--runner_args", nargs="*", default=["--runner=DirectRunner"],
-                        help="Beam options passed to every run.")
+    parser.add_argument(
+        "--runner_args",
+        nargs="*",
+        default=["--runner=DirectRunner"],
+        help="Beam options passed to every run.",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -86,8 +97,12 @@ def main(argv=None) -> int:
         for name, input_args in inputs.items():
             for dupe_factor in args.dupe_factors:
                 logging.info("Running %s input, dupe factor %d", name, dupe_factor)
-                result = _run_job(input_args, os.path.join(work, f"{name}-{dupe_factor}"),
-                                  dupe_factor, args.runner_args)
+                result = _run_job(
+                    input_args,
+                    os.path.join(work, f"{name}-{dupe_factor}"),
+                    dupe_factor,
+                    args.runner_args,
+                )
                 result["input"] = name
                 logging.info("%s", json.dumps(result))
                 runs.append(result)

@@ -21,13 +21,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tensorflow as tf  # noqa: E402
+
 from benchmarks.common import machine  # noqa: E402
+from s3rec_tf import builders  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
-from s3rec_tf import builders  # noqa: E402
 from s3rec_tf import reference as reference_lib  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("aap_loss", "mip_loss", "map_loss", "sp_loss")
@@ -38,11 +38,15 @@ def _run_config(checkpoint: str) -> config_lib.Config:
     run_dir = os.path.dirname(os.path.dirname(os.path.dirname(checkpoint)))
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
-        sys.exit(f"error: {checkpoint} is not under RUN_DIR/pretrain/checkpoints ({path} is missing).")
+        sys.exit(
+            f"error: {checkpoint} is not under RUN_DIR/pretrain/checkpoints ({path} is missing)."
+        )
     return config_lib.load(path)
 
 
-def evaluate(config: config_lib.Config, data_dir: str, metadata: dict, item_attributes, source: str) -> dict:
+def evaluate(
+    config: config_lib.Config, data_dir: str, metadata: dict, item_attributes, source: str
+) -> dict:
     model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], item_attributes
     )
@@ -54,7 +58,9 @@ def evaluate(config: config_lib.Config, data_dir: str, metadata: dict, item_attr
     if source.endswith(".npz"):
         reference_lib.load_reference_weights(source, model.encoder, model.heads)
     else:
-        tf.train.Checkpoint(model=model).read(source).assert_existing_objects_matched().expect_partial()
+        tf.train.Checkpoint(model=model).read(
+            source
+        ).assert_existing_objects_matched().expect_partial()
     losses = model.evaluate(data.dataset(0), verbose=0, return_dict=True)
     return {k: round(float(losses[k]), 4) for k in OBJECTIVES}
 
@@ -70,9 +76,8 @@ def markdown(report: dict) -> str:
         w = r["objective_weights"]
         losses = r["losses"]
         lines.append(
-            f"| {r['name']} | {r['rank']} | {w['aap']} / {w['mip']} / {w['map']} / {w['sp']} | {r['epochs']} | "
-            + " | ".join(f"{losses[k]:.4f}" for k in OBJECTIVES)
-            + " |"
+            f"| {r['name']} | {r['rank']} | {w['aap']} / {w['mip']} / {w['map']} / {w['sp']} | "
+            f"{r['epochs']} | " + " | ".join(f"{losses[k]:.4f}" for k in OBJECTIVES) + " |"
         )
     lines += ["", f"Data: {report['data']}. Machine: {report['machine']}.", ""]
     return "\n".join(lines)
@@ -80,37 +85,56 @@ def markdown(report: dict) -> str:
 
 def main(argv=None):
     logging.basicConfig(level=logging.WARNING)
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", required=True, help="beam_pipelines.preprocess output for Beauty")
     p.add_argument(
         "--reference",
         default=os.path.join(REPO, "..", "shared", "reference", "s3rec_reference_beauty.npz"),
         help="the authors' weights (Beauty only); '' leaves that row out",
     )
-    p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=CKPT", help="a pretraining checkpoint prefix")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="a pretraining checkpoint prefix",
+    )
     p.add_argument("--report", default=os.path.join(REPO, "reports", "beauty_pretrain_losses.json"))
     args = p.parse_args(argv)
     named = []
     for spec in args.checkpoint:
         name, sep, path = spec.partition("=")
         if not sep or not tf.io.gfile.glob(path + ".index"):
-            p.error(f"--checkpoint {spec!r}: expected NAME=RUN_DIR/pretrain/checkpoints/ckpt-N of an existing checkpoint")
+            p.error(
+                f"--checkpoint {spec!r}: expected NAME=RUN_DIR/pretrain/checkpoints/ckpt-N of an "
+                "existing checkpoint"
+            )
         named.append((name, path))
 
     metadata = data_lib.read_metadata(args.data)
-    item_attributes = data_lib.load_item_attributes(args.data, metadata["num_items"], metadata["num_attributes"])
+    item_attributes = data_lib.load_item_attributes(
+        args.data, metadata["num_items"], metadata["num_attributes"]
+    )
     rows = []
     if args.reference:
         if not os.path.exists(args.reference):
-            p.error(f"--reference {args.reference} does not exist ('' leaves the reference row out)")
-        reference_config = config_lib.load("reference_weights").replace(**{"data.data_dir": args.data})
+            p.error(
+                f"--reference {args.reference} does not exist ('' leaves the reference row out)"
+            )
+        reference_config = config_lib.load("reference_weights").replace(
+            **{"data.data_dir": args.data}
+        )
         rows.append(
             {
                 "name": "reference (the authors' released model)",
                 "rank": "full",
                 "objective_weights": _weights(reference_config),
                 "epochs": 150,
-                "losses": evaluate(reference_config, args.data, metadata, item_attributes, args.reference),
+                "losses": evaluate(
+                    reference_config, args.data, metadata, item_attributes, args.reference
+                ),
             }
         )
     for name, path in named:

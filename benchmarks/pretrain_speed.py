@@ -19,13 +19,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import tensorflow as tf  # noqa: E402
+
 from benchmarks.common import machine  # noqa: E402
+from s3rec_tf import (
+    builders,  # noqa: E402
+    schema,  # noqa: E402
+)
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
-from s3rec_tf import builders  # noqa: E402
-from s3rec_tf import schema  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
 
 REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
 
@@ -52,7 +54,9 @@ def time_setting(config, metadata, item_attributes, data, rank, jit, epochs) -> 
     model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], item_attributes
     )
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.pretrain.learning_rate), jit_compile=jit)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(config.pretrain.learning_rate), jit_compile=jit
+    )
     seconds, logs = [], {}
     for epoch in range(epochs):
         start = time.perf_counter()
@@ -77,7 +81,9 @@ def time_setting(config, metadata, item_attributes, data, rank, jit, epochs) -> 
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", required=True, help="beam_pipelines.preprocess output for Beauty")
     p.add_argument("--report", default=os.path.join(REPORTS, "pretrain_speed.json"))
     p.add_argument("--batch_size", type=int, default=100)
@@ -96,26 +102,41 @@ def main(argv=None):
     )
     data = {
         fixed: data_lib.PretrainData(
-            args.data, metadata, args.batch_size, config.model.max_seq_length, config.seed, fixed_widths=fixed
+            args.data,
+            metadata,
+            args.batch_size,
+            config.model.max_seq_length,
+            config.seed,
+            fixed_widths=fixed,
         )
         for fixed in (False, True)
     }
     pipeline_first = time_input_pipeline(data[False], 0)  # parses and fills the cache
-    pipeline = time_input_pipeline(data[False], 0)  # from the cache: the per-epoch floor of the input
+    pipeline = time_input_pipeline(
+        data[False], 0
+    )  # from the cache: the per-epoch floor of the input
 
     rows = []
     for setting in args.settings.split(","):
         rank, jit = setting.split(":")
         rows.append(
             time_setting(
-                config, metadata, item_attributes, data[jit == "on"],
-                None if rank == "full" else int(rank), jit == "on", args.epochs,
+                config,
+                metadata,
+                item_attributes,
+                data[jit == "on"],
+                None if rank == "full" else int(rank),
+                jit == "on",
+                args.epochs,
             )
         )
     default = rows[0]
     report = {
         "machine": machine(),
-        "data": {"num_pretrain_examples": metadata["num_pretrain_examples"], "dupe_factor": metadata["dupe_factor"]},
+        "data": {
+            "num_pretrain_examples": metadata["num_pretrain_examples"],
+            "dupe_factor": metadata["dupe_factor"],
+        },
         "batch_size": args.batch_size,
         "batches_per_epoch": pipeline["batches"],
         "padding": {
@@ -123,7 +144,10 @@ def main(argv=None):
             "padded_positions_bucketed": pipeline["padded_positions"],
             "padded_positions_if_50": metadata["num_pretrain_examples"] * 50,
         },
-        "input_pipeline_seconds": {"first_pass": pipeline_first["seconds"], "cached": pipeline["seconds"]},
+        "input_pipeline_seconds": {
+            "first_pass": pipeline_first["seconds"],
+            "cached": pipeline["seconds"],
+        },
         # The default settings of `python -m s3rec_tf.train --rank 16`.
         "epoch_seconds": default["epoch_seconds"],
         "examples_per_second": default["examples_per_second"],

@@ -21,8 +21,6 @@ the answer (the default export):
 Writes reports/serving_speed.json and reports/serving_speed.md.
 """
 
-from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
-
 import argparse
 import json
 import logging
@@ -30,12 +28,13 @@ import os
 import platform
 import tempfile
 import time
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from export import serving
+from keras_models import _legacy_keras  # noqa: F401  (Keras 2 before tf.keras is touched)
 from keras_models.encoder import S3RecEncoder
 
 logger = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ def beauty_path() -> str:
     return os.path.join(shared, "data", "beauty", "Beauty.txt")
 
 
-def histories_source(kind: str, args, vocab: List[str]):
+def histories_source(kind: str, args, vocab: list[str]):
     """A function count -> histories (lists of raw ids) of the kind `kind`, seeded."""
     rng = np.random.default_rng(args.seed + 1)
     if kind == "uniform":
@@ -90,12 +89,12 @@ def histories_source(kind: str, args, vocab: List[str]):
     return draw
 
 
-def as_request(histories: List[List[str]]) -> tf.Tensor:
+def as_request(histories: list[list[str]]) -> tf.Tensor:
     width = max(len(h) for h in histories)
     return tf.constant([h + [""] * (width - len(h)) for h in histories], tf.string)
 
 
-def time_calls(function, requests: List[tf.Tensor], warmup: int) -> np.ndarray:
+def time_calls(function, requests: list[tf.Tensor], warmup: int) -> np.ndarray:
     """Seconds per call, after `warmup` untimed calls."""
     for request in requests[:warmup]:
         function(history=request)["item_ids"].numpy()
@@ -198,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> dict:
+def main(argv: Optional[list[str]] = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     indexes = list(dict.fromkeys(args.index))

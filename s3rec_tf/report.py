@@ -18,7 +18,8 @@ import json
 import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> Optio
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
 
-def paired_difference(a: Dict[int, float], b: Dict[int, float]) -> Optional[dict]:
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> Optional[dict]:
     """a − b over the seeds both have: mean, sd, n and the 95 % t-interval (None below 2)."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -98,24 +99,24 @@ def rank_label(rank) -> str:
     return {"none": "SASRec", "full": "full rank"}.get(rank, f"r = {rank}")
 
 
-def by_rank(runs: List[dict]) -> Dict[object, List[dict]]:
-    groups: Dict[object, List[dict]] = {}
+def by_rank(runs: list[dict]) -> dict[object, list[dict]]:
+    groups: dict[object, list[dict]] = {}
     for run in sorted(runs, key=lambda r: (rank_order(r["rank"]), r["seed"])):
         groups.setdefault(run["rank"], []).append(run)
     return groups
 
 
-def values(runs: List[dict], protocol: str, metric: str, split: str = "test") -> Dict[int, float]:
+def values(runs: list[dict], protocol: str, metric: str, split: str = "test") -> dict[int, float]:
     return {r["seed"]: r[split][protocol][metric] for r in runs}
 
 
-def mean_sd(runs: List[dict], protocol: str, metric: str) -> tuple:
+def mean_sd(runs: list[dict], protocol: str, metric: str) -> tuple:
     """(mean, sd) of a test metric over seeds; sd None for one seed."""
     v = list(values(runs, protocol, metric).values())
     return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
 
 
-def _mean_sd_text(runs: List[dict], protocol: str, metric: str) -> str:
+def _mean_sd_text(runs: list[dict], protocol: str, metric: str) -> str:
     mean, sd = mean_sd(runs, protocol, metric)
     return f"{mean:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
 
@@ -128,11 +129,9 @@ def _signed(x: float) -> str:
     return f"{x:+.4f}"
 
 
-def summary_table(groups) -> List[str]:
+def summary_table(groups) -> list[str]:
     lines = [
-        "| model | seeds | "
-        + " | ".join(f"{p} {m.upper()}" for p, m in METRICS)
-        + " |",
+        "| model | seeds | " + " | ".join(f"{p} {m.upper()}" for p, m in METRICS) + " |",
         "|---|---|" + "---|" * len(METRICS),
     ]
     for rank, runs in groups.items():
@@ -145,7 +144,7 @@ def summary_table(groups) -> List[str]:
     return lines
 
 
-def per_seed_table(groups) -> List[str]:
+def per_seed_table(groups) -> list[str]:
     lines = ["| model | seed | " + " | ".join(f"{p} {m}" for p, m in METRICS)
              + " | fine-tuning epochs (best) |",
              "|---|---|" + "---|" * (len(METRICS) + 1)]  # fmt: skip
@@ -161,7 +160,7 @@ def per_seed_table(groups) -> List[str]:
     return lines
 
 
-def difference_table(groups) -> List[str]:
+def difference_table(groups) -> list[str]:
     if "full" not in groups:
         return ["No full-rank run yet: no paired differences."]
     full = groups["full"]
@@ -191,7 +190,7 @@ def difference_table(groups) -> List[str]:
     return lines
 
 
-def claims_table(groups) -> List[str]:
+def claims_table(groups) -> list[str]:
     lines = [
         "| rank | claimed HR@10 | ours HR@10 (mean ± sd) | claimed NDCG@10 | ours NDCG@10 |",
         "|---|---|---|---|---|",
@@ -208,7 +207,7 @@ def claims_table(groups) -> List[str]:
     return lines
 
 
-def claim_verdict(groups) -> List[str]:
+def claim_verdict(groups) -> list[str]:
     """What our seeds say about each part of the claim, in words."""
     out = []
     if 16 in groups and "full" in groups:
@@ -221,13 +220,21 @@ def claim_verdict(groups) -> List[str]:
             text = f"- r = 16 − full rank, sampled {metric.upper()}: {_signed(diff['mean'])}"
             if diff["interval"]:
                 low, high = diff["interval"]
-                text += f" (95 % interval {_signed(low)} to {_signed(high)}, {len(diff['seeds'])} seeds)"
-            claimed = CLAIMED[16][0 if metric == "hr@10" else 1] - CLAIMED["full"][0 if metric == "hr@10" else 1]
+                text += (
+                    f" (95 % interval {_signed(low)} to {_signed(high)}, "
+                    f"{len(diff['seeds'])} seeds)"
+                )
+            claimed = (
+                CLAIMED[16][0 if metric == "hr@10" else 1]
+                - CLAIMED["full"][0 if metric == "hr@10" else 1]
+            )
             v = verdict(diff)
             if v == "not resolved":
                 text += f": no difference resolved; the claimed {_signed(claimed)}"
                 low, high = diff["interval"]
-                text += " lies inside the interval." if low <= claimed <= high else " lies outside it."
+                text += (
+                    " lies inside the interval." if low <= claimed <= high else " lies outside it."
+                )
             elif v == "too few seeds":
                 text += ": too few seeds for an interval."
             else:
@@ -235,7 +242,9 @@ def claim_verdict(groups) -> List[str]:
             out.append(text)
     low_ranks = [r for r in groups if isinstance(r, int)]
     if low_ranks and all(len(groups[r]) > 1 for r in low_ranks):
-        means = {r: np.mean(list(values(groups[r], "sampled", "hr@10").values())) for r in low_ranks}
+        means = {
+            r: np.mean(list(values(groups[r], "sampled", "hr@10").values())) for r in low_ranks
+        }
         best = max(means, key=means.get)
         out.append(
             f"- Highest mean sampled HR@10 among the low ranks: r = {best} ({means[best]:.4f}); "
@@ -244,7 +253,7 @@ def claim_verdict(groups) -> List[str]:
     return out
 
 
-def parameter_table(groups) -> List[str]:
+def parameter_table(groups) -> list[str]:
     lines = [
         "| model | parameters (S3-Rec: pretraining model; SASRec: recommender) | AAP | MAP | "
         "AAP/MAP reduction vs full |",
@@ -253,7 +262,9 @@ def parameter_table(groups) -> List[str]:
     for rank, runs in groups.items():
         p = runs[0]["parameters"]
         reduction = "–" if rank == "none" else f"{p['aap_reduction_vs_full']:.1%}"
-        lines.append(f"| {rank_label(rank)} | {p['total']:,} | {p['aap']:,} | {p['map']:,} | {reduction} |")
+        lines.append(
+            f"| {rank_label(rank)} | {p['total']:,} | {p['aap']:,} | {p['map']:,} | {reduction} |"
+        )
     no_saving = [r for r, runs in groups.items() if isinstance(r, int)
                  and runs[0]["parameters"]["aap_reduction_vs_full"] <= 0]  # fmt: skip
     if no_saving:
@@ -265,15 +276,19 @@ def parameter_table(groups) -> List[str]:
     return lines
 
 
-def timing_table(groups) -> List[str]:
+def timing_table(groups) -> list[str]:
     lines = [
         "| model | pretraining s/epoch (mean over seeds) | fine-tuning s/epoch | pretraining h "
         "(all seeds) | fine-tuning h (all seeds) |",
         "|---|---|---|---|---|",
     ]
     for rank, runs in groups.items():
-        pre = [r["seconds_per_epoch"]["pretrain"] for r in runs if r["seconds_per_epoch"]["pretrain"]]
-        fine = [r["seconds_per_epoch"]["finetune"] for r in runs if r["seconds_per_epoch"]["finetune"]]
+        pre = [
+            r["seconds_per_epoch"]["pretrain"] for r in runs if r["seconds_per_epoch"]["pretrain"]
+        ]
+        fine = [
+            r["seconds_per_epoch"]["finetune"] for r in runs if r["seconds_per_epoch"]["finetune"]
+        ]
         lines.append(
             f"| {rank_label(rank)} | {_fmt(np.mean(pre) if pre else None, 1)} | "
             f"{_fmt(np.mean(fine) if fine else None, 1)} | "
@@ -387,7 +402,15 @@ def plot_quality(groups, path: str) -> None:
                 color="tab:blue",
                 alpha=0.4,
             )
-        ax.errorbar(xs, means, yerr=[sd or 0.0 for sd in sds], fmt="o-", color="tab:blue", capsize=4, label="ours (mean ± sd)")
+        ax.errorbar(
+            xs,
+            means,
+            yerr=[sd or 0.0 for sd in sds],
+            fmt="o-",
+            color="tab:blue",
+            capsize=4,
+            label="ours (mean ± sd)",
+        )
         if protocol == "sampled":
             claimed = [CLAIMED.get(r) for r in ranks]
             k = 0 if metric == "hr@10" else 1
@@ -418,11 +441,15 @@ def plot_parameters(groups, path: str) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
-        params = [groups[r][0]["parameters"]["aap"] + groups[r][0]["parameters"]["map"] for r in ranks]
+        params = [
+            groups[r][0]["parameters"]["aap"] + groups[r][0]["parameters"]["map"] for r in ranks
+        ]
         means, sds = zip(*(mean_sd(groups[r], "sampled", metric) for r in ranks))
         ax.errorbar(params, means, yerr=[sd or 0.0 for sd in sds], fmt="o", capsize=4)
         for p, m, r in zip(params, means, ranks):
-            ax.annotate(rank_label(r), (p, m), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            ax.annotate(
+                rank_label(r), (p, m), textcoords="offset points", xytext=(5, 5), fontsize=8
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("AAP + MAP bilinear-form parameters")
         ax.set_ylabel(f"test sampled {metric.upper()}")
@@ -487,7 +514,7 @@ PLOTS = {
 }
 
 
-def write_report(sweep_path: str, out_dir: str) -> List[str]:
+def write_report(sweep_path: str, out_dir: str) -> list[str]:
     """Writes sweep.md and the PNGs into out_dir; returns the files written."""
     with open(sweep_path) as f:
         sweep = json.load(f)
@@ -507,8 +534,10 @@ def write_report(sweep_path: str, out_dir: str) -> List[str]:
     return written
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m s3rec_tf.report", description=__doc__.split("\n\n")[0])
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m s3rec_tf.report", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("sweep_dir", help="a sweep's --output directory (holds sweep.json), or the file")
     p.add_argument("--out", help="where sweep.md and the PNGs go (default: beside sweep.json)")
     args = p.parse_args(argv)

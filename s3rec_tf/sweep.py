@@ -40,7 +40,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 from s3rec_tf import config as config_lib
 
@@ -68,7 +69,7 @@ class Run:
     def name(self) -> str:
         return f"sasrec-s{self.seed}" if self.rank == "none" else f"r{self.rank}-s{self.seed}"
 
-    def train_flags(self) -> List[str]:
+    def train_flags(self) -> list[str]:
         if self.rank == "none":
             return ["--seed", str(self.seed), "--no_pretrain"]
         return ["--seed", str(self.seed), "--rank", str(self.rank)]
@@ -86,10 +87,10 @@ def parse_rank(value: str) -> Rank:
         raise SweepError(f"rank {value!r}: expected an integer, 'full' or 'none'.") from None
 
 
-def parse_seeds(items: Sequence[str], ranks: Sequence[Rank]) -> Dict[Rank, int]:
+def parse_seeds(items: Sequence[str], ranks: Sequence[Rank]) -> dict[Rank, int]:
     """["3", "16:5", "full:5"] -> {rank: seed count} for every rank in `ranks`."""
     default = None
-    counts: Dict[Rank, int] = {}
+    counts: dict[Rank, int] = {}
     for item in items:
         rank_text, sep, count_text = item.rpartition(":")
         try:
@@ -111,7 +112,7 @@ def parse_seeds(items: Sequence[str], ranks: Sequence[Rank]) -> Dict[Rank, int]:
     return {r: counts.get(r, default) for r in ranks}
 
 
-def plan(seed_counts: Dict[Rank, int]) -> List[Run]:
+def plan(seed_counts: dict[Rank, int]) -> list[Run]:
     """Seed by seed: seed 1 of every rank (in the given order), then seed 2, ..."""
     top = max(seed_counts.values())
     return [
@@ -145,7 +146,7 @@ def write_json(path: str, value) -> None:
     os.replace(tmp, path)
 
 
-def read_epoch_log(path: str) -> List[dict]:
+def read_epoch_log(path: str) -> list[dict]:
     """The rows of a phase's epochs.csv as floats ([] when there is none yet)."""
     try:
         with open(path, newline="") as f:
@@ -235,7 +236,7 @@ def run_entry(output: str, run: Run) -> dict:
     }
 
 
-def write_sweep(output: str, runs: List[Run], meta: dict) -> dict:
+def write_sweep(output: str, runs: list[Run], meta: dict) -> dict:
     finished = [r for r in runs if os.path.exists(os.path.join(run_dir(output, r), "results.json"))]
     sweep = dict(
         meta,
@@ -323,7 +324,7 @@ class Active:
         rank = "SASRec" if self.run.rank == "none" else f"rank {self.run.rank}"
         return f"[{self.index}/{self.total} {rank} seed {self.run.seed}]"
 
-    def progress_lines(self) -> List[str]:
+    def progress_lines(self) -> list[str]:
         """One line for every phase whose epochs.csv gained rows since the last call."""
         lines = []
         for phase in ("pretrain", "finetune"):
@@ -372,9 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_sasrec", action="store_true", help="leave out the SASRec baseline")
     p.add_argument("--output", required=True, help="sweep directory (runs/, sweep.json)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
-    p.add_argument(
-        "--poll_seconds", type=float, default=15.0, help="how often progress is checked"
-    )
+    p.add_argument("--poll_seconds", type=float, default=15.0, help="how often progress is checked")
     return p
 
 
@@ -384,18 +383,22 @@ def _train_module():
     return train
 
 
-def resolve(argv: Optional[List[str]] = None):
+def resolve(argv: Optional[list[str]] = None):
     """Arguments -> (args, plan, the training flags common to every run); checks everything that
     can be checked before any work: flags, ranks against the hidden size, seeds, the data."""
     args, train_flags = build_parser().parse_known_args(argv)
     for flag in train_flags:
         if flag.split("=")[0] in OWN_FLAGS:
-            raise SweepError(f"{flag.split('=')[0]} is set by the sweep for each run; leave it out.")
+            raise SweepError(
+                f"{flag.split('=')[0]} is set by the sweep for each run; leave it out."
+            )
     if args.jobs < 1:
         raise SweepError(f"--jobs {args.jobs}: must be at least 1.")
     ranks = [parse_rank(r) for r in args.ranks]
     if "none" in ranks:
-        raise SweepError("--ranks: SASRec ('none') is added by the sweep; use --no_sasrec to skip it.")
+        raise SweepError(
+            "--ranks: SASRec ('none') is added by the sweep; use --no_sasrec to skip it."
+        )
     if len(set(ranks)) != len(ranks):
         raise SweepError(f"--ranks {args.ranks}: a rank appears twice.")
     if not args.no_sasrec:
@@ -433,7 +436,7 @@ def resolve(argv: Optional[List[str]] = None):
     return args, runs, train_flags, configs, metadata
 
 
-def check_finished_runs(output: str, runs: List[Run], configs: dict) -> List[Run]:
+def check_finished_runs(output: str, runs: list[Run], configs: dict) -> list[Run]:
     """Finished runs made with other settings stop the sweep; those with a shorter pretraining
     than asked for are returned (their pretraining is to be extended)."""
     to_extend = []
@@ -465,7 +468,7 @@ def check_finished_runs(output: str, runs: List[Run], configs: dict) -> List[Run
     return to_extend
 
 
-def sweep_meta(command: List[str], train_flags, metadata, counts) -> dict:
+def sweep_meta(command: list[str], train_flags, metadata, counts) -> dict:
     return {
         "command": ["python", "-m", "s3rec_tf.sweep"] + command,
         "training_flags": train_flags,
@@ -486,14 +489,14 @@ def sweep_meta(command: List[str], train_flags, metadata, counts) -> dict:
     }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     try:
         args, runs, train_flags, configs, metadata = resolve(argv)
     except SweepError as e:
         sys.exit(f"error: {e}")
     output = args.output
     os.makedirs(os.path.join(output, "runs"), exist_ok=True)
-    counts: Dict[Rank, int] = {}
+    counts: dict[Rank, int] = {}
     for run in runs:
         counts[run.rank] = max(counts.get(run.rank, 0), run.seed)
     meta = sweep_meta(sys.argv[1:] if argv is None else argv, train_flags, metadata, counts)
@@ -513,7 +516,9 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                 "epochs"
             ],
         )
-        print(f"{run.name}: pretraining to be extended; its fine-tuning moved to {moved}", flush=True)
+        print(
+            f"{run.name}: pretraining to be extended; its fine-tuning moved to {moved}", flush=True
+        )
     write_sweep(output, runs, meta)
     todo = [r for r in runs if not os.path.exists(os.path.join(run_dir(output, r), "results.json"))]
     print(
@@ -531,8 +536,8 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
         threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
         env["TF_NUM_INTRAOP_THREADS"] = threads
         env["TF_NUM_INTEROP_THREADS"] = threads
-    active: List[Active] = []
-    failed: List[str] = []
+    active: list[Active] = []
+    failed: list[str] = []
     queue = list(todo)
     index = {r: i + 1 for i, r in enumerate(runs)}
     try:
@@ -588,7 +593,8 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                 sweep = write_sweep(output, runs, meta)
                 test = results["test"]
                 print(
-                    f"{item.label()} finished in {_minutes(time.time() - item.start)}: test sampled "
+                    f"{item.label()} finished in {_minutes(time.time() - item.start)}: "
+                    "test sampled "
                     f"HR@10 {test['sampled']['hr@10']:.4f} NDCG@10 {test['sampled']['ndcg@10']:.4f}"
                     f", full HR@10 {test['full']['hr@10']:.4f} NDCG@10 "
                     f"{test['full']['ndcg@10']:.4f}; sweep: {len(sweep['runs'])}/{len(runs)} done",

@@ -8,10 +8,9 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf  # noqa: E402
 
 from s3rec_tf import schema
-
-import tensorflow as tf  # noqa: E402
 
 
 def _int_feature(values):
@@ -23,7 +22,9 @@ def _write(path, examples):
     with tf.io.TFRecordWriter(path) as writer:
         for features in examples:
             example = tf.train.Example(
-                features=tf.train.Features(feature={k: _int_feature(v) for k, v in features.items()})
+                features=tf.train.Features(
+                    feature={k: _int_feature(v) for k, v in features.items()}
+                )
             )
             writer.write(example.SerializeToString())
 
@@ -76,7 +77,10 @@ def write_dataset(
             window = sequences[user][:-2][-max_seq_length:]
             for end in range(1, len(window) + 1):
                 seq = window[:end]
-                masked = [mask_id if (i == end - 1 or rng.random() < mask_prob) else it for i, it in enumerate(seq)]
+                masked = [
+                    mask_id if (i == end - 1 or rng.random() < mask_prob) else it
+                    for i, it in enumerate(seq)
+                ]
                 negs = [negative(set(seq)) if m == mask_id else it for m, it in zip(masked, seq)]
                 if end < 2:
                     mseg = pseg = nseg = seq
@@ -84,7 +88,11 @@ def write_dataset(
                     length = int(rng.integers(1, end // 2 + 1))
                     start = int(rng.integers(0, end - length + 1))
                     mseg = seq[:start] + [mask_id] * length + seq[start + length :]
-                    pseg = [mask_id] * start + seq[start : start + length] + [mask_id] * (end - start - length)
+                    pseg = (
+                        [mask_id] * start
+                        + seq[start : start + length]
+                        + [mask_id] * (end - start - length)
+                    )
                     other = [negative(set()) for _ in range(length)]
                     nseg = [mask_id] * start + other + [mask_id] * (end - start - length)
                 shards[shard_of[user]].append(
@@ -111,17 +119,35 @@ def write_dataset(
     for user in users:
         seen = set(sequences[user])
         pool = np.array([i for i in range(1, num_items + 1) if i not in seen])
-        negatives[user] = rng.choice(pool, size=min(num_negatives, len(pool)), replace=False).tolist()
-    splits = {"train": [[] for _ in range(num_shards)], "valid": [[] for _ in range(num_shards)], "test": [[] for _ in range(num_shards)]}
+        negatives[user] = rng.choice(
+            pool, size=min(num_negatives, len(pool)), replace=False
+        ).tolist()
+    splits = {
+        "train": [[] for _ in range(num_shards)],
+        "valid": [[] for _ in range(num_shards)],
+        "test": [[] for _ in range(num_shards)],
+    }
     for user in users:
         seq = sequences[user]
         s = shard_of[user]
-        splits["train"][s].append({schema.USER: [user], schema.HISTORY: seq[:-2], schema.HELDOUT: seq[-2:]})
+        splits["train"][s].append(
+            {schema.USER: [user], schema.HISTORY: seq[:-2], schema.HELDOUT: seq[-2:]}
+        )
         splits["valid"][s].append(
-            {schema.USER: [user], schema.HISTORY: seq[:-2], schema.TARGET: [seq[-2]], schema.NEGATIVES: negatives[user]}
+            {
+                schema.USER: [user],
+                schema.HISTORY: seq[:-2],
+                schema.TARGET: [seq[-2]],
+                schema.NEGATIVES: negatives[user],
+            }
         )
         splits["test"][s].append(
-            {schema.USER: [user], schema.HISTORY: seq[:-1], schema.TARGET: [seq[-1]], schema.NEGATIVES: negatives[user]}
+            {
+                schema.USER: [user],
+                schema.HISTORY: seq[:-1],
+                schema.TARGET: [seq[-1]],
+                schema.NEGATIVES: negatives[user],
+            }
         )
     for split, shards in splits.items():
         for s, examples in enumerate(shards):
@@ -161,7 +187,9 @@ def write_dataset(
     return metadata
 
 
-def small_dataset(out_dir, num_users=60, num_items=40, num_attributes=8, max_seq_length=10, dupe_factor=2, seed=0):
+def small_dataset(
+    out_dir, num_users=60, num_items=40, num_attributes=8, max_seq_length=10, dupe_factor=2, seed=0
+):
     """A structured toy dataset: attribute of item i = a category (i mod 8) + a coarse group."""
     sequences = structured_sequences(num_users, num_items, seed=seed)
     item_attributes = {i: sorted({(i % 6) + 1, 7 + (i % 2)}) for i in range(1, num_items + 1)}

@@ -13,12 +13,13 @@ TF_CONFIG=... python tests/distributed_worker.py multi_worker OUT.npz
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 first)
-import tensorflow as tf
 from keras_models import S3RecEncoder, S3RecPretrainHeads
 from s3rec_tf import schema
 from s3rec_tf.pretrain import S3RecPretrainer
+
 from synthetic_pretrain import item_attributes, make_examples, pad_batch
 
 NUM_ITEMS, NUM_ATTRIBUTES = 20, 6

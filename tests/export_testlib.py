@@ -13,14 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 before tf.keras is touched)
+from s3rec_tf import builders, schema
 from s3rec_tf import config as config_lib
-from s3rec_tf import builders
-from s3rec_tf import schema
 
 
 def raw_item_id(item: int) -> str:
     """Raw ids of several shapes (spaces, non-ASCII), as real catalogues have."""
-    return ("B%05d" % item, "sku é-%d" % item, "x %d y" % item)[item % 3]
+    return (f"B{item:05d}", f"sku é-{item}", f"x {item} y")[item % 3]
 
 
 def write_run_dir(

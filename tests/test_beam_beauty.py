@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from beam_pipelines import parse, preprocess, raw_format, transforms
 from s3rec_tf import schema
+
 from tree_bytes import tree_bytes  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
@@ -43,8 +44,9 @@ def _beauty(beauty_dir):
 def s3rec_out(beauty_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("beauty") / "out")
     sequences, item2attributes = _beauty(beauty_dir)
-    preprocess.run(["--sequences", sequences, "--item2attributes", item2attributes,
-                    "--output", out])
+    preprocess.run(
+        ["--sequences", sequences, "--item2attributes", item2attributes, "--output", out]
+    )
     return out
 
 
@@ -60,9 +62,15 @@ def test_beauty_statistics_and_files(beauty_dir, s3rec_out):
     assert sum(metadata["num_bad_records"].values()) == 0
 
     sequences, item2attributes = _beauty(beauty_dir)
-    with open(sequences, "rb") as f, open(os.path.join(s3rec_out, schema.SEQUENCES_FILE), "rb") as g:
+    with (
+        open(sequences, "rb") as f,
+        open(os.path.join(s3rec_out, schema.SEQUENCES_FILE), "rb") as g,
+    ):
         assert g.read().rstrip(b"\n") == f.read().rstrip(b"\n")
-    with open(item2attributes) as f, open(os.path.join(s3rec_out, schema.ITEM2ATTRIBUTES_FILE)) as g:
+    with (
+        open(item2attributes) as f,
+        open(os.path.join(s3rec_out, schema.ITEM2ATTRIBUTES_FILE)) as g,
+    ):
         given, written = json.load(f), json.load(g)
     assert {k: set(v) for k, v in written.items()} == {k: set(v) for k, v in given.items()}
 
@@ -77,8 +85,13 @@ def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
     byte for byte, bad lines notwithstanding; ties in time are broken by asin."""
     sequences, item2attributes = _beauty(beauty_dir)
     raw = raw_format.write_raw_amazon(
-        sequences, item2attributes, str(tmp_path / "raw"),
-        ids="ordered", seed=3, tie_prob=0.3, bad_lines_per_kind=2,
+        sequences,
+        item2attributes,
+        str(tmp_path / "raw"),
+        ids="ordered",
+        seed=3,
+        tie_prob=0.3,
+        bad_lines_per_kind=2,
     )
     out = str(tmp_path / "out")
     preprocess.run(["--reviews", raw.reviews, "--metadata", raw.metadata, "--output", out])
@@ -89,8 +102,13 @@ def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
     )
     assert metadata["stats"]["dropped_duplicate_events"] == raw.num_duplicate_reviews
     reference = _metadata(s3rec_out)
-    for key in ("num_users", "num_items", "num_attributes", "num_interactions",
-                "num_pretrain_examples"):
+    for key in (
+        "num_users",
+        "num_items",
+        "num_attributes",
+        "num_interactions",
+        "num_pretrain_examples",
+    ):
         assert metadata[key] == reference[key], key
 
     expected, written = tree_bytes(s3rec_out), tree_bytes(out)
@@ -119,7 +137,9 @@ def test_beauty_from_raw_files_with_shuffled_ids(beauty_dir, tmp_path):
     attributes = _lines(os.path.join(out, schema.ATTRIBUTE_VOCAB))
     written = {
         users[u - 1]: [items[i - 1] for i in rest]
-        for u, *rest in (map(int, line.split()) for line in _lines(os.path.join(out, "sequences.txt")))
+        for u, *rest in (
+            map(int, line.split()) for line in _lines(os.path.join(out, "sequences.txt"))
+        )
     }
     given = {
         raw.user_names[u]: [raw.item_names[i] for i in rest]
@@ -128,7 +148,8 @@ def test_beauty_from_raw_files_with_shuffled_ids(beauty_dir, tmp_path):
     assert written == given
     with open(os.path.join(out, schema.ITEM2ATTRIBUTES_FILE)) as f:
         written_attributes = {
-            items[int(i) - 1]: {attributes[a - 1] for a in attrs} for i, attrs in json.load(f).items()
+            items[int(i) - 1]: {attributes[a - 1] for a in attrs}
+            for i, attrs in json.load(f).items()
         }
     with open(item2attributes) as f:
         given_attributes = {
@@ -138,6 +159,8 @@ def test_beauty_from_raw_files_with_shuffled_ids(beauty_dir, tmp_path):
     assert written_attributes == given_attributes
     metadata = _metadata(out)
     assert (metadata["num_users"], metadata["num_items"], metadata["num_attributes"]) == (
-        22_363, 12_101, 637
+        22_363,
+        12_101,
+        637,
     )
     assert metadata["num_pretrain_examples"] == 150_258

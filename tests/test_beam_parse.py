@@ -20,7 +20,8 @@ def _counters(result):
 
 
 def _run(pbegin_to_outputs, checks):
-    """Builds a TestPipeline, applies assert_that to each (pcoll name, matcher), returns counters."""
+    """Builds a TestPipeline, applies assert_that to each (pcoll name, matcher); returns the
+    counters."""
     p = test_pipeline.TestPipeline()
     outputs = pbegin_to_outputs(p)
     for name, matcher in checks.items():
@@ -217,8 +218,11 @@ def test_parse_s3rec_item_attributes(tmp_path):
 
 @pytest.mark.parametrize(
     "content,kind",
-    [(b'{"1": [1]', parse.BAD_ITEM2ATTRIBUTES), (b"[1, 2]", parse.BAD_ITEM2ATTRIBUTES),
-     (b'{"1": [1], "\xff": [2]}', parse.UNDECODABLE_BYTES)],
+    [
+        (b'{"1": [1]', parse.BAD_ITEM2ATTRIBUTES),
+        (b"[1, 2]", parse.BAD_ITEM2ATTRIBUTES),
+        (b'{"1": [1], "\xff": [2]}', parse.UNDECODABLE_BYTES),
+    ],
 )
 def test_a_broken_item_attributes_file_is_one_dead_letter(tmp_path, content, kind):
     path = tmp_path / "i2a.json"
@@ -244,8 +248,18 @@ def test_truncated_gzip_fails_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "value,expected",
-    [(5, 5), ("17", 17), (" 17 ", 17), (3.0, 3), (3.5, None), ("x", None), (True, None),
-     (None, None), (float("inf"), None), ([1], None)],
+    [
+        (5, 5),
+        ("17", 17),
+        (" 17 ", 17),
+        (3.0, 3),
+        (3.5, None),
+        ("x", None),
+        (True, None),
+        (None, None),
+        (float("inf"), None),
+        ([1], None),
+    ],
 )
 def test_parse_time(value, expected):
     assert parse.parse_time(value) == expected
@@ -264,6 +278,15 @@ def test_read_file_lines_keeps_numbers_and_strips_line_breaks(tmp_path):
     path.write_bytes(b"a\r\nb\n\n c\nlast")
     p = test_pipeline.TestPipeline()
     lines = p | beam.Create([str(path)]) | beam.ParDo(parse.ReadFileLines())
-    assert_that(lines, equal_to([(str(path), 1, b"a"), (str(path), 2, b"b"),
-                                 (str(path), 4, b" c"), (str(path), 5, b"last")]))
+    assert_that(
+        lines,
+        equal_to(
+            [
+                (str(path), 1, b"a"),
+                (str(path), 2, b"b"),
+                (str(path), 4, b" c"),
+                (str(path), 5, b"last"),
+            ]
+        ),
+    )
     p.run().wait_until_finish()

@@ -2,7 +2,6 @@
 input, determinism across runner parallelism."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import tensorflow as tf
 
 from beam_pipelines import parse, preprocess, raw_format, transforms
 from s3rec_tf import schema
+
 from tree_bytes import tree_bytes  # noqa: E402
 
 BASE_USERS = 40
@@ -25,7 +25,9 @@ def _write_s3rec(directory):
     for user in range(1, BASE_USERS + 1):
         # Users stay in a "category" of items, so that the data has some structure.
         low = rng.integers(0, 15)
-        histories[user] = [int(i) for i in rng.integers(low + 1, low + 11, size=rng.integers(5, 16))]
+        histories[user] = [
+            int(i) for i in rng.integers(low + 1, low + 11, size=rng.integers(5, 16))
+        ]
     for item in [*range(1, 26), 28]:  # every item at least 5 times
         for user in range(1, 6):
             histories[(item + user) % BASE_USERS + 1].append(item)
@@ -86,23 +88,50 @@ def _raw_attributes(directory):
     "argv,message",
     [
         (["--output", "o"], "either --reviews and --metadata"),
-        (["--output", "o", "--reviews", "r", "--metadata", "m", "--sequences", "s",
-          "--item2attributes", "i"], "not both"),
+        (
+            [
+                "--output",
+                "o",
+                "--reviews",
+                "r",
+                "--metadata",
+                "m",
+                "--sequences",
+                "s",
+                "--item2attributes",
+                "i",
+            ],
+            "not both",
+        ),
         (["--output", "o", "--reviews", "r"], "--reviews and --metadata must be given together"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--min_rating", "3"],
-         "--min_rating needs ratings"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--mask_prob", "1.5"],
-         "--mask_prob=1.5 must be in"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--user_core", "2"],
-         "--user_core=2 must be >= 3"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--dupe_factor", "0"],
-         "--dupe_factor=0"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--seed", "-1"],
-         "--seed=-1"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--num_shards", "x"],
-         "invalid int value"),
-        (["--output", "o", "--sequences", "s", "--item2attributes", "i", "--max_seq_lenght=5"],
-         "unrecognized argument --max_seq_lenght; did you mean --max_seq_length?"),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--min_rating", "3"],
+            "--min_rating needs ratings",
+        ),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--mask_prob", "1.5"],
+            "--mask_prob=1.5 must be in",
+        ),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--user_core", "2"],
+            "--user_core=2 must be >= 3",
+        ),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--dupe_factor", "0"],
+            "--dupe_factor=0",
+        ),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--seed", "-1"],
+            "--seed=-1",
+        ),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--num_shards", "x"],
+            "invalid int value",
+        ),
+        (
+            ["--output", "o", "--sequences", "s", "--item2attributes", "i", "--max_seq_lenght=5"],
+            "unrecognized argument --max_seq_lenght; did you mean --max_seq_length?",
+        ),
     ],
 )
 def test_bad_options_exit_with_a_message(argv, message, capsys):
@@ -116,22 +145,45 @@ def test_missing_inputs_exit_naming_the_glob(tmp_path, capsys):
     (tmp_path / "i2a.json").write_text("{}")
     glob = str(tmp_path / "no-such-*.txt")
     with pytest.raises(SystemExit):
-        preprocess.run(["--sequences", glob, "--item2attributes", str(tmp_path / "i2a.json"),
-                        "--output", str(tmp_path / "out")])
+        preprocess.run(
+            [
+                "--sequences",
+                glob,
+                "--item2attributes",
+                str(tmp_path / "i2a.json"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
     assert f"--sequences {glob!r} matches no files" in capsys.readouterr().err
 
 
 def test_s3rec_job(s3rec_input, tmp_path):
     directory, expected, item2attributes = s3rec_input
     out = tmp_path / "out"
-    stale = [out / "train" / "part-00005-of-00009.tfrecord",
-             out / "pretrain" / "dupe-00007" / "part-00000-of-00001.tfrecord"]
+    stale = [
+        out / "train" / "part-00005-of-00009.tfrecord",
+        out / "pretrain" / "dupe-00007" / "part-00000-of-00001.tfrecord",
+    ]
     for path in stale:  # left by an earlier run with more shards and duplicates
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"stale")
-    _run_job("--sequences", directory / "seq.txt", "--item2attributes", directory / "i2a.json",
-             "--output", out, "--max_seq_length", 8, "--num_negatives", 8, "--dupe_factor", 2,
-             "--num_shards", 3)
+    _run_job(
+        "--sequences",
+        directory / "seq.txt",
+        "--item2attributes",
+        directory / "i2a.json",
+        "--output",
+        out,
+        "--max_seq_length",
+        8,
+        "--num_negatives",
+        8,
+        "--dupe_factor",
+        2,
+        "--num_shards",
+        3,
+    )
     with open(out / schema.METADATA_FILE) as f:
         metadata = json.load(f)
     assert set(schema.METADATA_KEYS) <= set(metadata)
@@ -187,23 +239,52 @@ def test_s3rec_job(s3rec_input, tmp_path):
 
 
 def _raw_job(raw, out, *extra):
-    _run_job("--reviews", raw.reviews, "--metadata", raw.metadata, "--output", out,
-             "--max_seq_length", 8, "--num_negatives", 8, "--num_shards", 2, *extra)
+    _run_job(
+        "--reviews",
+        raw.reviews,
+        "--metadata",
+        raw.metadata,
+        "--output",
+        out,
+        "--max_seq_length",
+        8,
+        "--num_negatives",
+        8,
+        "--num_shards",
+        2,
+        *extra,
+    )
 
 
 def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
     directory, expected, item2attributes = s3rec_input
     s3rec_out = tmp_path / "s3rec"
-    _run_job("--sequences", directory / "seq.txt", "--item2attributes", directory / "i2a.json",
-             "--output", s3rec_out, "--max_seq_length", 8, "--num_negatives", 8,
-             "--num_shards", 2)
+    _run_job(
+        "--sequences",
+        directory / "seq.txt",
+        "--item2attributes",
+        directory / "i2a.json",
+        "--output",
+        s3rec_out,
+        "--max_seq_length",
+        8,
+        "--num_negatives",
+        8,
+        "--num_shards",
+        2,
+    )
 
     kept_items = {i for items in expected.values() for i in items}
     outputs = {}
     for name, bad_lines in (("clean", 0), ("dirty", 3)):
         raw = raw_format.write_raw_amazon(
-            str(directory / "seq.txt"), str(directory / "i2a.json"), str(tmp_path / f"raw-{name}"),
-            ids="shuffled", seed=1, tie_prob=0.5, bad_lines_per_kind=bad_lines,
+            str(directory / "seq.txt"),
+            str(directory / "i2a.json"),
+            str(tmp_path / f"raw-{name}"),
+            ids="shuffled",
+            seed=1,
+            tie_prob=0.5,
+            bad_lines_per_kind=bad_lines,
         )
         out = tmp_path / name
         _raw_job(raw, out)
@@ -217,8 +298,9 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
         assert metadata["stats"]["dropped_duplicate_events"] == raw.num_duplicate_reviews
 
         # The same histories and attributes, compared through the raw ids.
-        names = {raw.user_names[u]: [raw.item_names[i] for i in items]
-                 for u, items in expected.items()}
+        names = {
+            raw.user_names[u]: [raw.item_names[i] for i in items] for u, items in expected.items()
+        }
         assert _raw_histories(out) == names
         assert _raw_attributes(out) == {
             raw.item_names[int(i)]: {raw.attribute_names[a] for a in attrs}
@@ -246,12 +328,25 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
 def test_deterministic_across_runner_parallelism(s3rec_input, tmp_path):
     directory, _, _ = s3rec_input
     raw = raw_format.write_raw_amazon(
-        str(directory / "seq.txt"), str(directory / "i2a.json"), str(tmp_path / "raw"),
-        ids="shuffled", seed=2, tie_prob=0.3, bad_lines_per_kind=1,
+        str(directory / "seq.txt"),
+        str(directory / "i2a.json"),
+        str(tmp_path / "raw"),
+        ids="shuffled",
+        seed=2,
+        tie_prob=0.3,
+        bad_lines_per_kind=1,
     )
     out = tmp_path / "out"
-    _raw_job(raw, out, "--dupe_factor", 2, "--num_shards", 3,
-             "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    _raw_job(
+        raw,
+        out,
+        "--dupe_factor",
+        2,
+        "--num_shards",
+        3,
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    )
     parallel = tree_bytes(out)
     _raw_job(raw, out, "--dupe_factor", 2, "--num_shards", 3, "--direct_num_workers=1")
     single = tree_bytes(out)

@@ -23,8 +23,15 @@ def _long(histories):
     return np.array([i for _, items in histories for i in items], dtype=np.int64)
 
 
-def _make(histories, seed=42, duplicate=0, max_seq_length=50, mask_prob=0.2, num_items=N,
-          long_sequence=None):
+def _make(
+    histories,
+    seed=42,
+    duplicate=0,
+    max_seq_length=50,
+    mask_prob=0.2,
+    num_items=N,
+    long_sequence=None,
+):
     return pe.make_pretrain_examples(
         histories,
         seed=seed,
@@ -52,7 +59,7 @@ def test_prefixes_of_the_reference_window():
     examples = _make(histories, max_seq_length=20)
     expected = []
     for user, items in histories:
-        window = list(items)[-(20 + 2):-2]  # the reference: seq[-(max_len + 2):-2]
+        window = list(items)[-(20 + 2) : -2]  # the reference: seq[-(max_len + 2):-2]
         expected += [(user, window[: i + 1]) for i in range(len(window))]
     assert examples.num_examples == len(expected)
     assert examples.num_examples == sum(
@@ -92,7 +99,9 @@ def test_segment_rules():
         ex = examples.example(i)
         seq = ex["pos_items"]
         seg_masked, pos_seg, neg_seg = (
-            ex["masked_segment_sequence"], ex["pos_segment"], ex["neg_segment"]
+            ex["masked_segment_sequence"],
+            ex["pos_segment"],
+            ex["neg_segment"],
         )
         assert len(seg_masked) == len(pos_seg) == len(neg_seg) == len(seq)
         if len(seq) < 2:
@@ -157,7 +166,7 @@ def test_segment_length_and_start_are_uniform():
 
 def test_negative_segment_start_covers_the_long_sequence():
     histories = [(1, (1, 2, 3, 4, 5)), (2, (6, 7, 8, 9, 10))]
-    long_sequence = _long(histories)  # 10 items, values = positions + 1
+    # The long sequence has 10 items (values = positions + 1).
     starts = set()
     for duplicate in range(400):
         ex = _make(histories, duplicate=duplicate, num_items=12).example(1)  # user 1, length 2

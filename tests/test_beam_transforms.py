@@ -28,8 +28,12 @@ def _stats(expected):
 
 
 def test_filter_ratings():
-    events = [Event("u", "a", 1, 5.0), Event("u", "b", 2, 3.0), Event("u", "c", 3, None),
-              Event("v", "a", 4, 4.0)]
+    events = [
+        Event("u", "a", 1, 5.0),
+        Event("u", "b", 2, 3.0),
+        Event("u", "c", 3, None),
+        Event("v", "a", 4, 4.0),
+    ]
 
     def build(p):
         kept = p | "Events" >> beam.Create(events) | transforms.FilterRatings(4.0)
@@ -113,8 +117,13 @@ def test_kcore_needs_several_rounds():
         assert_that(out["histories"], equal_to(kept), label="Kept")
         assert_that(
             out["stats"],
-            _stats({transforms.KCORE_ROUNDS: 4, transforms.DROPPED_BY_KCORE_USERS: 2,
-                    transforms.DROPPED_BY_KCORE_INTERACTIONS: 4}),
+            _stats(
+                {
+                    transforms.KCORE_ROUNDS: 4,
+                    transforms.DROPPED_BY_KCORE_USERS: 2,
+                    transforms.DROPPED_BY_KCORE_INTERACTIONS: 4,
+                }
+            ),
             label="Stats",
         )
 
@@ -221,40 +230,55 @@ def test_write_examples(tmp_path):
     out = str(tmp_path)
     rng = np.random.default_rng(0)
     num_items = 30
-    histories = [(u, tuple(rng.integers(1, num_items + 1, size=rng.integers(3, 12)).tolist()))
-                 for u in range(1, 12)]
+    histories = [
+        (u, tuple(rng.integers(1, num_items + 1, size=rng.integers(3, 12)).tolist()))
+        for u in range(1, 12)
+    ]
     long_sequence = transforms.long_sequence(histories)
 
     def build(p):
-        counts = p | "H" >> beam.Create(histories) | transforms.WriteExamples(
-            out,
-            long_sequence=p | "L" >> beam.Create([long_sequence]),
-            num_items=p | "N" >> beam.Create([num_items]),
-            num_shards=3,
-            dupe_factor=2,
-            max_seq_length=5,
-            mask_prob=0.2,
-            num_negatives=7,
-            seed=3,
+        counts = (
+            p
+            | "H" >> beam.Create(histories)
+            | transforms.WriteExamples(
+                out,
+                long_sequence=p | "L" >> beam.Create([long_sequence]),
+                num_items=p | "N" >> beam.Create([num_items]),
+                num_shards=3,
+                dupe_factor=2,
+                max_seq_length=5,
+                mask_prob=0.2,
+                num_negatives=7,
+                seed=3,
+            )
         )
         per_dupe = sum(pe.num_pretrain_examples(len(items), 5) for _, items in histories)
         assert_that(
             counts,
             equal_to(
-                [("users", 11), ("train/part", 11), ("valid/part", 11), ("test/part", 11),
-                 (schema.pretrain_prefix(0), per_dupe), (schema.pretrain_prefix(1), per_dupe)]
+                [
+                    ("users", 11),
+                    ("train/part", 11),
+                    ("valid/part", 11),
+                    ("test/part", 11),
+                    (schema.pretrain_prefix(0), per_dupe),
+                    (schema.pretrain_prefix(1), per_dupe),
+                ]
             ),
         )
 
     _run(build)
-    negatives = dict(zip(
-        [u for u, _ in histories],
-        pe.sample_negatives(histories, seed=3, num_items=num_items, num_negatives=7).tolist(),
-    ))
+    negatives = dict(
+        zip(
+            [u for u, _ in histories],
+            pe.sample_negatives(histories, seed=3, num_items=num_items, num_negatives=7).tolist(),
+        )
+    )
     by_user = dict(histories)
     for split in schema.SPLITS:
-        records, files = _read(schema.shard_glob(out, schema.split_prefix(split)),
-                               schema.split_features(split))
+        records, files = _read(
+            schema.shard_glob(out, schema.split_prefix(split)), schema.split_features(split)
+        )
         assert [os.path.basename(f) for f in files] == [
             f"part-{s:05d}-of-00003.tfrecord" for s in range(3)
         ]
@@ -269,12 +293,18 @@ def test_write_examples(tmp_path):
                 assert r[schema.HISTORY] == items[:target] and r[schema.TARGET] == items[target]
                 assert r[schema.NEGATIVES] == negatives[r[schema.USER]]
     for duplicate in range(2):
-        records, _ = _read(schema.shard_glob(out, schema.pretrain_prefix(duplicate)),
-                           schema.PRETRAIN_FEATURES)
+        records, _ = _read(
+            schema.shard_glob(out, schema.pretrain_prefix(duplicate)), schema.PRETRAIN_FEATURES
+        )
         users = sorted(by_user, key=lambda u: (u % 3, u))
         expected = pe.make_pretrain_examples(
-            [(u, by_user[u]) for u in users], seed=3, duplicate=duplicate, max_seq_length=5,
-            mask_prob=0.2, num_items=num_items, long_sequence=long_sequence,
+            [(u, by_user[u]) for u in users],
+            seed=3,
+            duplicate=duplicate,
+            max_seq_length=5,
+            mask_prob=0.2,
+            num_items=num_items,
+            long_sequence=long_sequence,
         )
         assert len(records) == expected.num_examples
         for i, r in enumerate(records):
@@ -291,8 +321,12 @@ def test_write_dead_letters_sorts_and_counts(tmp_path):
     ]
 
     def build(p):
-        counts = p | beam.Create(letters) | transforms.WriteDeadLetters(
-            str(tmp_path), [parse.BAD_JSON, parse.BAD_TIME, parse.BAD_RATING]
+        counts = (
+            p
+            | beam.Create(letters)
+            | transforms.WriteDeadLetters(
+                str(tmp_path), [parse.BAD_JSON, parse.BAD_TIME, parse.BAD_RATING]
+            )
         )
         assert_that(
             counts,
@@ -307,7 +341,9 @@ def test_write_dead_letters_sorts_and_counts(tmp_path):
 
 def test_remove_previous_outputs_only_touches_job_files(tmp_path):
     ours = [
-        "metadata.json", "vocab/items.txt", "train/part-00000-of-00009.tfrecord",
+        "metadata.json",
+        "vocab/items.txt",
+        "train/part-00000-of-00009.tfrecord",
         "pretrain/dupe-00003/part-00001-of-00002.tfrecord",
         "dead_letter/records-00000-of-00001.jsonl",
     ]

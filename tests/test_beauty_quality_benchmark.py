@@ -21,9 +21,22 @@ def data_dir(tmp_path_factory):
 
 def _main(data_dir, tmp_path, rows, report="report.json"):
     beauty_quality.main(
-        ["--data", data_dir, "--runs", str(tmp_path / "runs"), "--rows", rows, "--report",
-         str(tmp_path / report), "--pretrain_epochs", "2", "--finetune_epochs", "1",
-         "--verbose", "0"]
+        [
+            "--data",
+            data_dir,
+            "--runs",
+            str(tmp_path / "runs"),
+            "--rows",
+            rows,
+            "--report",
+            str(tmp_path / report),
+            "--pretrain_epochs",
+            "2",
+            "--finetune_epochs",
+            "1",
+            "--verbose",
+            "0",
+        ]
     )
     return {r["name"]: r for r in json.load(open(tmp_path / report))["rows"]}
 
@@ -45,15 +58,25 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     # Only the r16 row's pretraining must be over (its summary and encoder), not its fine-tuning:
     # the CE row can fine-tune beside it.
     os.remove(tmp_path / "runs" / "s3rec_r16" / "results.json")
-    assert "| s3rec_r16 | fine-tuning | 2 / 2 | 1 / 1 (1) |" in beauty_quality.status_table(runs, ["s3rec_r16"])
+    assert "| s3rec_r16 | fine-tuning | 2 / 2 | 1 / 1 (1) |" in beauty_quality.status_table(
+        runs, ["s3rec_r16"]
+    )
     # Side by side, each process writes its own report; --merge joins them afterwards.
     ce_only = _main(data_dir, tmp_path, "s3rec_r16_ce", report="ce.json")
     assert list(ce_only) == ["s3rec_r16_ce"]
-    beauty_quality.main(["--merge", str(tmp_path / "ce.json"), "--report", str(tmp_path / "report.json")])
+    beauty_quality.main(
+        ["--merge", str(tmp_path / "ce.json"), "--report", str(tmp_path / "report.json")]
+    )
     rows = {r["name"]: r for r in json.load(open(tmp_path / "report.json"))["rows"]}
-    assert list(rows) == ["s3rec_r16", "s3rec_r16_ce"] and rows["s3rec_r16_ce"] == ce_only["s3rec_r16_ce"]
+    assert (
+        list(rows) == ["s3rec_r16", "s3rec_r16_ce"]
+        and rows["s3rec_r16_ce"] == ce_only["s3rec_r16_ce"]
+    )
     r16, ce = rows["s3rec_r16"], rows["s3rec_r16_ce"]
-    assert "| s3rec_r16_ce | finished | those of s3rec_r16 | 1 / 1 (1) |" in beauty_quality.status_table(runs, ["s3rec_r16_ce"])
+    assert (
+        "| s3rec_r16_ce | finished | those of s3rec_r16 | 1 / 1 (1) |"
+        in beauty_quality.status_table(runs, ["s3rec_r16_ce"])
+    )
     assert (r16["loss"], ce["loss"]) == ("bce", "ce") and r16["rank"] == ce["rank"] == 16
     # The CE row ran no pretraining of its own: it reports the r16 row's.
     assert ce["pretrained_by"] == "s3rec_r16" and r16["pretrained_by"] is None
@@ -62,7 +85,11 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     assert ce["wall_seconds"]["pretrain"] == r16["wall_seconds"]["pretrain"] > 0
     assert r16["wall_seconds"]["pretrain_timed_epochs"] == 2
     assert "2 epochs" in ce["pretrain_budget"]
-    assert ce["objective_weights"] == r16["objective_weights"] == {"aap": 0.2, "mip": 1.0, "map": 1.0, "sp": 0.5}
+    assert (
+        ce["objective_weights"]
+        == r16["objective_weights"]
+        == {"aap": 0.2, "mip": 1.0, "map": 1.0, "sp": 0.5}
+    )
     for row in (r16, ce):
         for protocol in ("sampled", "full"):
             assert 0.0 <= row["test"][protocol]["ndcg@10"] <= row["test"][protocol]["hr@10"] <= 1.0
@@ -75,13 +102,17 @@ def test_ce_row_fine_tunes_the_r16_pretraining(data_dir, tmp_path):
     # The legend explains the old per-batch normalizer only when a row used it.
     assert "batch count" not in table
     r16_old = dict(r16, finetune_loss_normalizer="batch")
-    assert "| s3rec_r16 | pretrained | 16 | bce (÷ batch count) | 2 |" in beauty_quality.markdown([r16_old])
-    assert "\"÷ batch count\": each batch's loss" in beauty_quality.markdown([r16_old])
+    assert "| s3rec_r16 | pretrained | 16 | bce (÷ batch count) | 2 |" in beauty_quality.markdown(
+        [r16_old]
+    )
+    assert '"÷ batch count": each batch\'s loss' in beauty_quality.markdown([r16_old])
 
 
 def test_merge_needs_existing_reports_and_run_needs_data(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        beauty_quality.main(["--merge", str(tmp_path / "missing.json"), "--report", str(tmp_path / "r.json")])
+        beauty_quality.main(
+            ["--merge", str(tmp_path / "missing.json"), "--report", str(tmp_path / "r.json")]
+        )
     assert "missing.json does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         beauty_quality.main(["--rows", "sasrec"])

@@ -14,7 +14,11 @@ def _fit(path, epochs, initial_epoch=0, validation=False, extra_metric=False):
     model.compile("sgd", "mse", metrics=["mae"] if extra_metric else None)
     x, y = np.ones([8, 3], np.float32), np.zeros([8, 1], np.float32)
     model.fit(
-        x, y, epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+        x,
+        y,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        verbose=0,
         validation_data=(x, y) if validation else None,
         callbacks=[callbacks.EpochLog(str(path), append=True)],
     )

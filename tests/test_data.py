@@ -6,11 +6,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf  # noqa: E402
 
 from s3rec_tf import data as data_lib
 from s3rec_tf import schema
-
-import tensorflow as tf  # noqa: E402
 
 from dataset_fixture import small_dataset  # noqa: E402
 
@@ -132,7 +131,9 @@ def test_finetune_train_batches(dataset):
         targets = _rows(batch[data_lib.TARGET_IDS])
         negatives = batch[data_lib.NEGATIVE_IDS].numpy()
         for i, (inp, tgt) in enumerate(zip(inputs, targets)):
-            users = [u for u, s in sequences.items() if s[:-2][-(len(inp) + 1) :] == inp + [tgt[-1]]]
+            users = [
+                u for u, s in sequences.items() if s[:-2][-(len(inp) + 1) :] == inp + [tgt[-1]]
+            ]
             assert users, f"no user has training part ending in {inp + [tgt[-1]]}"
             assert inp[1:] == tgt[:-1]  # target = next item
             w = negatives.shape[1]
@@ -184,8 +185,13 @@ def test_finetune_negatives_are_redrawn_every_epoch_for_every_example(dataset):
 
     def dataset_for(epoch):
         return data_lib.finetune_train_dataset(
-            out, metadata["num_items"], batch_size=8, max_seq_length=10, num_negatives=3,
-            seed=5, epoch=epoch,
+            out,
+            metadata["num_items"],
+            batch_size=8,
+            max_seq_length=10,
+            num_negatives=3,
+            seed=5,
+            epoch=epoch,
         )
 
     redrawn = dataset_for(None)
@@ -210,7 +216,12 @@ def test_mean_finetune_targets_counts_the_targets_of_the_training_batches(datase
     got = data_lib.mean_finetune_targets(out, max_seq_length)
     np.testing.assert_allclose(got, want)
     ds = data_lib.finetune_train_dataset(
-        out, metadata["num_items"], batch_size=8, max_seq_length=max_seq_length, num_negatives=1, seed=0
+        out,
+        metadata["num_items"],
+        batch_size=8,
+        max_seq_length=max_seq_length,
+        num_negatives=1,
+        seed=0,
     )
     targets = examples = 0
     for batch in ds:
@@ -255,7 +266,9 @@ def test_item_attributes_and_popularity(dataset):
 def test_fixed_widths_pad_batches_to_their_bucket_bound(dataset):
     """For XLA: only a few distinct widths (the bucket bounds), every example still present once."""
     out, metadata, _ = dataset
-    data = data_lib.PretrainData(out, metadata, batch_size=16, max_seq_length=10, seed=1, fixed_widths=True)
+    data = data_lib.PretrainData(
+        out, metadata, batch_size=16, max_seq_length=10, seed=1, fixed_widths=True
+    )
     widths, examples = set(), 0
     for batch in data.dataset(epoch=0):
         widths.add(batch[schema.POS_ITEMS].shape[1])

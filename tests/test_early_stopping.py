@@ -7,11 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-
-from s3rec_tf import callbacks
-from s3rec_tf import train
-
 import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+
+from s3rec_tf import callbacks, train
 
 from dataset_fixture import small_dataset  # noqa: E402
 
@@ -50,7 +48,12 @@ def _fit(directory, values, patience, epochs=None):
     x, y = rng.normal(size=[16, 3]).astype(np.float32), rng.normal(size=[16, 2]).astype(np.float32)
     if not state.stopped_early:
         model.fit(
-            x, y, batch_size=4, initial_epoch=done, epochs=epochs or len(values), verbose=0,
+            x,
+            y,
+            batch_size=4,
+            initial_epoch=done,
+            epochs=epochs or len(values),
+            verbose=0,
             callbacks=[script, state],
         )
     return state, script, model
@@ -122,11 +125,27 @@ def test_train_main_stops_early_restores_the_best_epoch_and_stays_stopped(tmp_pa
     run = tmp_path / "run"
 
     def main(finetune_epochs):
-        return train.main([
-            "--data", str(data), "--output", str(run), "--config", str(preset), "--no_pretrain",
-            "--hidden_size", "16", "--num_heads", "2", "--finetune_batch_size", "16",
-            "--finetune_epochs", str(finetune_epochs), "--verbose", "0",
-        ])
+        return train.main(
+            [
+                "--data",
+                str(data),
+                "--output",
+                str(run),
+                "--config",
+                str(preset),
+                "--no_pretrain",
+                "--hidden_size",
+                "16",
+                "--num_heads",
+                "2",
+                "--finetune_batch_size",
+                "16",
+                "--finetune_epochs",
+                str(finetune_epochs),
+                "--verbose",
+                "0",
+            ]
+        )
 
     main(40)
     results = json.load(open(run / "results.json"))
@@ -148,7 +167,9 @@ def test_train_main_stops_early_restores_the_best_epoch_and_stays_stopped(tmp_pa
     assert set(final) == set(at_best) and len(final) > 10
     for name in final:
         np.testing.assert_array_equal(final[name], at_best[name], err_msg=name)
-    last = _variables(run / "finetune" / "checkpoints" / f"ckpt-{finetune['epochs_run']}", "model/encoder/")
+    last = _variables(
+        run / "finetune" / "checkpoints" / f"ckpt-{finetune['epochs_run']}", "model/encoder/"
+    )
     assert any(not np.array_equal(final[n], last[n]) for n in final)
     best_row = rows[finetune["best_epoch"] - 1]
     for metric in ("mrr", "hr@10", "ndcg@10"):

@@ -4,12 +4,13 @@ import math
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 first)
-import tensorflow as tf
 from keras_models import S3RecEncoder, TransformerBlock
-from layer_test_case import check_layer
 from s3rec_tf.reference import load_reference_weights
+
+from layer_test_case import check_layer
 
 _erf = np.vectorize(math.erf)
 

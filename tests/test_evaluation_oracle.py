@@ -11,19 +11,17 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+from test_encoder import numpy_encoder  # noqa: E402
 
 from keras_models import S3RecEncoder
-from s3rec_tf import builders
+from s3rec_tf import builders, schema
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
-from s3rec_tf import schema
-
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 import ranking_oracle  # noqa: E402
 from dataset_fixture import structured_sequences, write_dataset  # noqa: E402
-from test_encoder import numpy_encoder  # noqa: E402
 
 NUM_ITEMS, MAX_LEN = 40, 6
 
@@ -49,12 +47,18 @@ def _examples(data_dir, split):
 
 
 def _model(data_dir, exclude_history):
-    config = config_lib.Config().replace(
-        **{
-            "model.hidden_size": 16, "model.num_heads": 2, "model.max_seq_length": MAX_LEN,
-            "finetune.exclude_history": exclude_history,
-        }
-    ).validate()
+    config = (
+        config_lib.Config()
+        .replace(
+            **{
+                "model.hidden_size": 16,
+                "model.num_heads": 2,
+                "model.max_seq_length": MAX_LEN,
+                "finetune.exclude_history": exclude_history,
+            }
+        )
+        .validate()
+    )
     tf.keras.utils.set_random_seed(11)
     encoder = S3RecEncoder(
         NUM_ITEMS, max_seq_length=MAX_LEN, hidden_size=16, num_heads=2, num_layers=2
@@ -77,10 +81,12 @@ def _oracle(model, examples, exclude_history):
     states = numpy_encoder(model.encoder, ids, causal=True)[:, -1].astype(np.float64)
     scores = states @ model.encoder.item_embeddings.numpy().astype(np.float64).T
     targets = np.array([e[schema.TARGET][0] for e in examples])
-    sampled = np.array([
-        ranking_oracle.rank_of(scores[b, t], scores[b, e[schema.NEGATIVES]])
-        for b, (t, e) in enumerate(zip(targets, examples))
-    ])
+    sampled = np.array(
+        [
+            ranking_oracle.rank_of(scores[b, t], scores[b, e[schema.NEGATIVES]])
+            for b, (t, e) in enumerate(zip(targets, examples))
+        ]
+    )
     width = max(map(len, histories))
     padded = np.array([h + [0] * (width - len(h)) for h in histories])
     full = ranking_oracle.full_ranks(scores, targets, padded, exclude_history=exclude_history)

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_testlib as lib
 from export import saved_model as export_lib
 from export import serving
+
+import export_testlib as lib
 
 K = 10
 MAX_SEQ_LENGTH = 8
@@ -221,8 +222,9 @@ def test_every_request_gets_a_defined_answer(run, loaded):
     v = run["vocab"]
     popular = [v[i - 1].encode() for i in lib.popular_items(run["popularity"], K)]
     # Unknown ids are dropped, wherever they are.
-    with_unknown, plain = _serve(loaded, [["?", v[3], "unknown", v[5], "?"]]), _serve(
-        loaded, [[v[3], v[5]]]
+    with_unknown, plain = (
+        _serve(loaded, [["?", v[3], "unknown", v[5], "?"]]),
+        _serve(loaded, [[v[3], v[5]]]),
     )
     assert with_unknown[0] == plain[0]
     np.testing.assert_allclose(with_unknown[1], plain[1], rtol=1e-6)

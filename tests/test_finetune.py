@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf  # noqa: E402
 
 from keras_models import S3RecEncoder
 from s3rec_tf import builders
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
-
-import tensorflow as tf  # noqa: E402
 
 from dataset_fixture import small_dataset  # noqa: E402
 
@@ -65,7 +64,9 @@ def _oracle(loss, states, table, batch, num_items, gbce_t=0.75):
 @pytest.mark.parametrize("loss", ["bce", "gbce", "ce"])
 def test_losses_match_numpy(loss):
     num_items = 30
-    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, num_heads=2, dropout=0.0, attention_dropout=0.0)
+    encoder = S3RecEncoder(
+        num_items, max_seq_length=8, hidden_size=16, num_heads=2, dropout=0.0, attention_dropout=0.0
+    )
     model = finetune_lib.S3RecRecommender(encoder, loss=loss)
     batch = _batch(np.random.default_rng(0), num_items)
     loss_sum, count = model.compute_loss_terms(batch, training=False)
@@ -78,7 +79,9 @@ def test_losses_match_numpy(loss):
 def test_gbce_raises_the_positive_probability_to_the_papers_beta(t):
     """At t = 0 gBCE is BCE; at t = 1 the positive term is alpha = k / (N - 1) times BCE's."""
     num_items, k = 30, 3
-    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    encoder = S3RecEncoder(
+        num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0
+    )
     batch = _batch(np.random.default_rng(3), num_items, k=k)
     gbce = finetune_lib.S3RecRecommender(encoder, loss="gbce", gbce_t=t)
     loss_sum, _ = gbce.compute_loss_terms(batch, training=False)
@@ -95,9 +98,12 @@ def test_gbce_raises_the_positive_probability_to_the_papers_beta(t):
 
 
 def test_bce_with_one_negative_is_the_reference_formula():
-    """The reference: -log(sigmoid(s+) + 1e-24) - log(1 - sigmoid(s-) + 1e-24), mean over targets."""
+    """The reference: -log(sigmoid(s+) + 1e-24) - log(1 - sigmoid(s-) + 1e-24), mean over
+    targets."""
     num_items = 30
-    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    encoder = S3RecEncoder(
+        num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0
+    )
     model = finetune_lib.S3RecRecommender(encoder, loss="bce")
     batch = _batch(np.random.default_rng(1), num_items, k=1)
     loss_sum, count = model.compute_loss_terms(batch, training=False)
@@ -118,7 +124,9 @@ def test_dataset_normalizer_weighs_each_target_position_the_same():
     """With targets_per_example t, a step follows the gradient of loss_sum / (batch size * t),
     whatever the batch's own number of targets (the reference's objective)."""
     num_items, t = 30, 2.5
-    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0)
+    encoder = S3RecEncoder(
+        num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0
+    )
     model = finetune_lib.S3RecRecommender(encoder, loss="bce", targets_per_example=t)
     batch = _batch(np.random.default_rng(2), num_items, batch=5)
     model(batch[data_lib.INPUT_IDS])
@@ -131,9 +139,13 @@ def test_dataset_normalizer_weighs_each_target_position_the_same():
     model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=1.0))
     model.train_step(batch)
     for g, b, v in zip(gradients, before, model.trainable_variables):
-        np.testing.assert_allclose(b - v.numpy(), tf.convert_to_tensor(g).numpy(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(
+            b - v.numpy(), tf.convert_to_tensor(g).numpy(), rtol=1e-4, atol=1e-7
+        )
     # Its logged loss stays the mean per target position seen.
-    np.testing.assert_allclose(float(model.loss_tracker.result()), float(loss_sum / count), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(model.loss_tracker.result()), float(loss_sum / count), rtol=1e-5
+    )
 
 
 def test_build_recommender_needs_the_data_mean_for_the_dataset_normalizer():
@@ -159,17 +171,28 @@ def test_scores_are_last_position_times_item_table():
     x = tf.constant([[0, 0, 3, 4], [1, 2, 3, 4]])
     scores = model.score_all(x).numpy()
     states = encoder(x, causal=True).numpy()[:, -1]
-    np.testing.assert_allclose(scores, states @ encoder.item_embeddings.numpy().T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        scores, states @ encoder.item_embeddings.numpy().T, rtol=1e-5, atol=1e-6
+    )
     assert scores.shape == (2, 22)
 
 
 @pytest.mark.parametrize("loss", ["bce", "ce"])
 def test_training_learns_and_beats_popularity(tmp_path, loss):
     """On ring-structured sequences the next item is predictable: loss falls, HR@5 is high."""
-    metadata, sequences = small_dataset(str(tmp_path), num_users=120, num_items=40, max_seq_length=10)
+    metadata, sequences = small_dataset(
+        str(tmp_path), num_users=120, num_items=40, max_seq_length=10
+    )
     num_items = metadata["num_items"]
     tf.keras.utils.set_random_seed(0)
-    encoder = S3RecEncoder(num_items, max_seq_length=10, hidden_size=32, num_heads=2, dropout=0.1, attention_dropout=0.1)
+    encoder = S3RecEncoder(
+        num_items,
+        max_seq_length=10,
+        hidden_size=32,
+        num_heads=2,
+        dropout=0.1,
+        attention_dropout=0.1,
+    )
     model = finetune_lib.S3RecRecommender(encoder, loss=loss)
     model.compile(optimizer=tf.keras.optimizers.Adam(5e-3))
     train = data_lib.finetune_train_dataset(str(tmp_path), num_items, 32, 10, 1, seed=0)

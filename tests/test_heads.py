@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 first)
-import tensorflow as tf
 from keras_models import LowRankAAP, S3RecPretrainHeads
+
 from layer_test_case import check_layer
 
 

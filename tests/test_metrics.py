@@ -5,11 +5,11 @@ import math
 
 import numpy as np
 import pytest
-import ranking_oracle as oracle
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from s3rec_tf import metrics
 
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+import ranking_oracle as oracle
 
 NAMES = {
     protocol: [f"{protocol}_hr@{k}" for k in (1, 5, 10, 20)]

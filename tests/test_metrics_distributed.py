@@ -11,11 +11,11 @@ import subprocess
 import sys
 
 import pytest
-import ranking_oracle as oracle
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from s3rec_tf import metrics
 
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
+import ranking_oracle as oracle
 
 SEED = 11
 BATCH = 45  # batches of 8: the last one (5 users) splits unevenly over the 2 replicas

@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from test_encoder import numpy_encoder
 
 import keras_models  # noqa: F401  (Keras 2 first)
-import tensorflow as tf
 from keras_models import S3RecEncoder, S3RecPretrainHeads
-from s3rec_tf import builders
+from s3rec_tf import builders, schema
 from s3rec_tf import config as config_lib
-from s3rec_tf import schema
 from s3rec_tf.pretrain import OBJECTIVES, S3RecPretrainer, attribute_id_table
 from s3rec_tf.reference import load_reference_weights
+
 from synthetic_pretrain import item_attributes, make_examples, pad_batch
-from test_encoder import numpy_encoder
 
 NUM_ITEMS, NUM_ATTRIBUTES = 20, 6
 
@@ -276,9 +276,7 @@ def test_from_project_config_uses_the_configured_model_and_weights():
     assert model.heads.aap.rank == model.heads.map.rank == 16  # map_rank "aap" follows it
     assert model.encoder.hidden_size == 32 and model.encoder.num_heads == 4
     assert model.encoder.dropout == 0.5 and model.encoder.max_seq_length == 50
-    defaults = builders.pretrainer_from_config(
-        config_lib.Config(), NUM_ITEMS, NUM_ATTRIBUTES, {}
-    )
+    defaults = builders.pretrainer_from_config(config_lib.Config(), NUM_ITEMS, NUM_ATTRIBUTES, {})
     assert defaults.objective_weights == {"aap": 1.0, "mip": 0.2, "map": 1.0, "sp": 0.5}
     assert defaults.heads.aap.rank is None
 

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dataset_fixture import small_dataset  # noqa: E402
+from s3rec_tf import builders, schema, train
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import builders
-from s3rec_tf import schema
-from s3rec_tf import train
+
+from dataset_fixture import small_dataset  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import pretrain_losses  # noqa: E402
@@ -22,16 +21,23 @@ SMALL = ["--hidden_size", "16", "--num_heads", "2", "--pretrain_batch_size", "32
 
 
 def _losses_by_hand(run, checkpoint, data_dir):
-    """Each objective's mean over the batches of duplicate 0, weighted by batch size, in inference mode."""
+    """Each objective's mean over the batches of duplicate 0, weighted by batch size, in
+    inference mode."""
     config = config_lib.load(str(run / "config.json"))
     metadata = data_lib.read_metadata(data_dir)
-    attributes = data_lib.load_item_attributes(data_dir, metadata["num_items"], metadata["num_attributes"])
+    attributes = data_lib.load_item_attributes(
+        data_dir, metadata["num_items"], metadata["num_attributes"]
+    )
     model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], attributes
     )
-    data = data_lib.PretrainData(data_dir, metadata, config.pretrain.batch_size, config.model.max_seq_length, config.seed)
+    data = data_lib.PretrainData(
+        data_dir, metadata, config.pretrain.batch_size, config.model.max_seq_length, config.seed
+    )
     model.build(None)
-    tf.train.Checkpoint(model=model).read(checkpoint).assert_existing_objects_matched().expect_partial()
+    tf.train.Checkpoint(model=model).read(
+        checkpoint
+    ).assert_existing_objects_matched().expect_partial()
     totals, count = {}, 0
     for batch in data.dataset(0):
         inputs, _, _ = tf.keras.utils.unpack_x_y_sample_weight(batch)
@@ -47,15 +53,42 @@ def test_losses_of_two_checkpoints(tmp_path):
     data_dir = str(tmp_path / "data")
     small_dataset(data_dir, num_users=60, num_items=40, max_seq_length=10)
     run = tmp_path / "run"
-    train.main(["--data", data_dir, "--output", str(run), "--rank", "4", "--pretrain_epochs", "2", "--finetune_epochs", "0", *SMALL])
+    train.main(
+        [
+            "--data",
+            data_dir,
+            "--output",
+            str(run),
+            "--rank",
+            "4",
+            "--pretrain_epochs",
+            "2",
+            "--finetune_epochs",
+            "0",
+            *SMALL,
+        ]
+    )
     ckpt = run / "pretrain" / "checkpoints"
     report = tmp_path / "losses.json"
     pretrain_losses.main(
-        ["--data", data_dir, "--reference", "", "--report", str(report),
-         "--checkpoint", f"first={ckpt / 'ckpt-1'}", "--checkpoint", f"second={ckpt / 'ckpt-2'}"]
+        [
+            "--data",
+            data_dir,
+            "--reference",
+            "",
+            "--report",
+            str(report),
+            "--checkpoint",
+            f"first={ckpt / 'ckpt-1'}",
+            "--checkpoint",
+            f"second={ckpt / 'ckpt-2'}",
+        ]
     )
     rows = json.load(open(report))["rows"]
-    assert [(r["name"], r["epochs"], r["rank"]) for r in rows] == [("first", 1, 4), ("second", 2, 4)]
+    assert [(r["name"], r["epochs"], r["rank"]) for r in rows] == [
+        ("first", 1, 4),
+        ("second", 2, 4),
+    ]
     assert rows[0]["objective_weights"] == {"aap": 1.0, "mip": 0.2, "map": 1.0, "sp": 0.5}
     by_hand = _losses_by_hand(run, str(ckpt / "ckpt-2"), data_dir)
     for k in pretrain_losses.OBJECTIVES:
@@ -66,5 +99,7 @@ def test_losses_of_two_checkpoints(tmp_path):
 
 def test_bad_checkpoint_argument_stops(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        pretrain_losses.main(["--data", str(tmp_path), "--reference", "", "--checkpoint", "no_equals_sign"])
+        pretrain_losses.main(
+            ["--data", str(tmp_path), "--reference", "", "--checkpoint", "no_equals_sign"]
+        )
     assert "expected NAME=RUN_DIR/pretrain/checkpoints/ckpt-N" in capsys.readouterr().err

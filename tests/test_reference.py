@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_models  # noqa: F401  (Keras 2 first)
-import tensorflow as tf
 from keras_models import S3RecEncoder, S3RecPretrainHeads
 from s3rec_tf.reference import load_reference_weights
 

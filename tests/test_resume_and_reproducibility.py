@@ -11,10 +11,9 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from s3rec_tf import train
-
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from dataset_fixture import small_dataset  # noqa: E402
 
@@ -22,8 +21,16 @@ pytestmark = pytest.mark.slow
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 2, 2
 SMALL = [
-    "--hidden_size", "16", "--num_heads", "2", "--pretrain_batch_size", "32",
-    "--finetune_batch_size", "16", "--verbose", "0",
+    "--hidden_size",
+    "16",
+    "--num_heads",
+    "2",
+    "--pretrain_batch_size",
+    "32",
+    "--finetune_batch_size",
+    "16",
+    "--verbose",
+    "0",
 ]
 
 
@@ -35,10 +42,19 @@ def data_dir(tmp_path_factory):
 
 
 def _main(data_dir, run, pretrain_epochs, finetune_epochs):
-    return train.main([
-        "--data", data_dir, "--output", str(run), *SMALL,
-        "--pretrain_epochs", str(pretrain_epochs), "--finetune_epochs", str(finetune_epochs),
-    ])
+    return train.main(
+        [
+            "--data",
+            data_dir,
+            "--output",
+            str(run),
+            *SMALL,
+            "--pretrain_epochs",
+            str(pretrain_epochs),
+            "--finetune_epochs",
+            str(finetune_epochs),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +68,8 @@ def _checkpoint(run, phase, epoch):
     """Every variable of a phase's epoch checkpoint but the wall-clock time."""
     reader = tf.train.load_checkpoint(str(run / phase / "checkpoints" / f"ckpt-{epoch}"))
     names = [
-        n for n in reader.get_variable_to_shape_map()
+        n
+        for n in reader.get_variable_to_shape_map()
         if n != "_CHECKPOINTABLE_OBJECT_GRAPH" and not n.startswith("seconds/")
     ]
     return {n: reader.get_tensor(n) for n in names}

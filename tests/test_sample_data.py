@@ -104,7 +104,7 @@ def test_reviews_have_the_2014_fields(reviews):
 
 
 def _utc_date(seconds):
-    d = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    d = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     return d.year, d.month, d.day
 
 
@@ -170,7 +170,12 @@ def test_transitions_beat_popularity_by_a_wide_margin(sequences):
     pop_hr, transition_hr = float(np.mean(pop_hits)), float(np.mean(transition_hits))
     logging.getLogger(__name__).info(
         "users %d, items %d, mean length %.2f, max %d; HR@10 popularity %.4f, transitions %.4f",
-        len(sequences), num_items, np.mean(lengths), max(lengths), pop_hr, transition_hr,
+        len(sequences),
+        num_items,
+        np.mean(lengths),
+        max(lengths),
+        pop_hr,
+        transition_hr,
     )
     assert 8.0 <= np.mean(lengths) <= 20.0
     assert max(lengths) > 50, "some user is longer than max_seq_length"

@@ -16,7 +16,16 @@ from s3rec_tf import config as config_lib
 from s3rec_tf import report, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--config", "sample", "--hidden_size", "16", "--pretrain_epochs", "1", "--finetune_epochs", "1"]
+TINY = [
+    "--config",
+    "sample",
+    "--hidden_size",
+    "16",
+    "--pretrain_epochs",
+    "1",
+    "--finetune_epochs",
+    "1",
+]
 
 
 # ------------------------------------------------------------------------------- the plan
@@ -132,14 +141,21 @@ def _synthetic_sweep(shift_r16: float, noise: float) -> dict:
     runs = []
     for seed in range(1, 6):
         base = 0.55 + rng.normal(0, 0.01)
-        for rank, value in (("full", base), (16, base + shift_r16 + rng.normal(0, noise)), ("none", 0.47)):
+        for rank, value in (
+            ("full", base),
+            (16, base + shift_r16 + rng.normal(0, noise)),
+            ("none", 0.47),
+        ):
             metrics = {"hr@10": value, "ndcg@10": value * 0.68, "mrr": value * 0.6}
             runs.append(
                 {
                     "name": f"{rank}-{seed}",
                     "rank": rank,
                     "seed": seed,
-                    "test": {"sampled": dict(metrics), "full": {k: v / 9 for k, v in metrics.items()}},
+                    "test": {
+                        "sampled": dict(metrics),
+                        "full": {k: v / 9 for k, v in metrics.items()},
+                    },
                     "valid": {"sampled": dict(metrics), "full": dict(metrics)},
                     "parameters": {
                         "total": 900_000,
@@ -150,8 +166,14 @@ def _synthetic_sweep(shift_r16: float, noise: float) -> dict:
                     },
                     "pretrain_epochs": 0 if rank == "none" else 50,
                     "finetune_epochs": {"run": 60, "best": 50},
-                    "wall_seconds": {"pretrain": 0.0 if rank == "none" else 2000.0, "finetune": 300.0},
-                    "seconds_per_epoch": {"pretrain": None if rank == "none" else 40.0, "finetune": 5.0},
+                    "wall_seconds": {
+                        "pretrain": 0.0 if rank == "none" else 2000.0,
+                        "finetune": 300.0,
+                    },
+                    "seconds_per_epoch": {
+                        "pretrain": None if rank == "none" else 40.0,
+                        "finetune": 5.0,
+                    },
                     "pretrain_curve": {}
                     if rank == "none"
                     else {"aap_loss": [9.0, 5.0, 4.0], "mip_loss": [1.2, 1.0, 0.9]},
@@ -188,8 +210,9 @@ def test_the_report_says_which_way_a_difference_goes_and_is_byte_identical_from_
 
 
 def _sweep_command(out):
-    return [sys.executable, "-m", "s3rec_tf.sweep", "--ranks", "4", "full", "--seeds", "2", "none:1",
-            "--output", str(out), "--poll_seconds", "0.5", *TINY]  # fmt: skip
+    ranks = ["--ranks", "4", "full", "--seeds", "2", "none:1"]
+    return [sys.executable, "-m", "s3rec_tf.sweep", *ranks, "--output", str(out),
+            "--poll_seconds", "0.5", *TINY]  # fmt: skip
 
 
 def _invocations(run_directory):
@@ -198,12 +221,16 @@ def _invocations(run_directory):
 
 
 @pytest.mark.slow
-def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_finished_runs(tmp_path):
+def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_finished_runs(
+    tmp_path,
+):
     out = tmp_path / "sweep"
     env = dict(os.environ, S3REC_CACHE=str(tmp_path / "cache"))
     first_run = sweep.run_dir(str(out), sweep.Run(4, 1))
     second_run = sweep.run_dir(str(out), sweep.Run("full", 1))
-    process = subprocess.Popen(_sweep_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _sweep_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     # Kill once the first run has finished and the second one has started its pretraining.
     while not (
@@ -233,7 +260,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     assert result["pending"] == []
     by_name = {r["name"]: r for r in result["runs"]}
     assert sorted(by_name) == ["r4-s1", "r4-s2", "rfull-s1", "rfull-s2", "sasrec-s1"]
-    for name, entry in by_name.items():
+    for entry in by_name.values():
         run_results = json.load(open(out / entry["run_dir"] / "results.json"))
         assert entry["test"] == run_results["test"] and entry["valid"] == run_results["valid"]
         assert entry["config"]["seed"] == entry["seed"]
@@ -242,7 +269,12 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     assert by_name["rfull-s2"]["parameters"]["map"] == 16 * 16
     assert by_name["sasrec-s1"]["pretrain_epochs"] == 0 and by_name["sasrec-s1"]["rank"] == "none"
     assert by_name["sasrec-s1"]["config"]["no_pretrain"] is True
-    assert set(by_name["r4-s2"]["pretrain_curve"]) == {"aap_loss", "mip_loss", "map_loss", "sp_loss"}
+    assert set(by_name["r4-s2"]["pretrain_curve"]) == {
+        "aap_loss",
+        "mip_loss",
+        "map_loss",
+        "sp_loss",
+    }
     # Two seeds of one rank differ (the seed reaches the run), two ranks of one seed too.
     assert by_name["r4-s1"]["test"] != by_name["r4-s2"]["test"]
 
@@ -250,7 +282,10 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     assert again.returncode == 0 and "5 runs, 5 finished, 0 to do" in again.stdout
 
     rendered = subprocess.run(
-        [sys.executable, "-m", "s3rec_tf.report", str(out)], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "s3rec_tf.report", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert rendered.returncode == 0, rendered.stderr
     text = (out / "sweep.md").read_text()

@@ -10,18 +10,27 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from s3rec_tf import data as data_lib
-from s3rec_tf import schema
-from s3rec_tf import phases, runtime, train
+from s3rec_tf import phases, runtime, schema, train
 from s3rec_tf import run_dir as run_dir_lib
-
-import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from dataset_fixture import small_dataset  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--hidden_size", "16", "--num_heads", "2", "--pretrain_batch_size", "32", "--finetune_batch_size", "32", "--verbose", "0"]
+SMALL = [
+    "--hidden_size",
+    "16",
+    "--num_heads",
+    "2",
+    "--pretrain_batch_size",
+    "32",
+    "--finetune_batch_size",
+    "32",
+    "--verbose",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +46,34 @@ def _args(data_dir, out, *extra):
 
 def test_main_runs_every_phase_and_writes_results(data_dir, tmp_path):
     results = train.main(
-        _args(data_dir, tmp_path / "run", "--rank", "4", "--pretrain_epochs", "2", "--finetune_epochs", "2")
+        _args(
+            data_dir,
+            tmp_path / "run",
+            "--rank",
+            "4",
+            "--pretrain_epochs",
+            "2",
+            "--finetune_epochs",
+            "2",
+        )
     )
     on_disk = json.load(open(tmp_path / "run" / "results.json"))
     assert on_disk["test"] == results["test"]
     for split in ("valid", "test"):
         for protocol in ("sampled", "full"):
             metrics = on_disk[split][protocol]
-            assert {"hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"} <= set(metrics)
+            assert {"hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"} <= set(
+                metrics
+            )
             assert all(0.0 <= v <= 1.0 for v in metrics.values())
     assert on_disk["parameters"]["aap"] == 2 * 16 * 4 and on_disk["parameters"]["map"] == 2 * 16 * 4
     assert on_disk["pretrain"]["epochs"] == 2 and on_disk["finetune"]["epochs_run"] == 2
     assert on_disk["config"]["model"]["aap_rank"] == 4
     # The default loss normalizer: the data's mean number of targets per training example.
     assert on_disk["config"]["finetune"]["loss_normalizer"] == "dataset"
-    assert on_disk["finetune"]["targets_per_example"] == data_lib.mean_finetune_targets(data_dir, 50)
+    assert on_disk["finetune"]["targets_per_example"] == data_lib.mean_finetune_targets(
+        data_dir, 50
+    )
     assert json.load(open(tmp_path / "run" / "config.json"))["model"]["aap_rank"] == 4
     assert os.path.exists(tmp_path / "run" / "data_metadata.json")
     assert os.path.exists(tmp_path / "run" / "final" / "encoder.index")
@@ -81,7 +103,9 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     finetune_log = _read_csv(run / "finetune" / "epochs.csv")
     assert [int(r["epoch"]) for r in finetune_log] == [0, 1]
     assert "val_sampled_mrr" in finetune_log[0]
-    assert second["finetune"]["seconds"] == pytest.approx(sum(float(r["epoch_seconds"]) for r in finetune_log), rel=1e-6)
+    assert second["finetune"]["seconds"] == pytest.approx(
+        sum(float(r["epoch_seconds"]) for r in finetune_log), rel=1e-6
+    )
     # The pretraining summary is on disk once pretraining ends; a rerun of a finished
     # pretraining keeps it (last epoch's losses included) instead of an empty one.
     summary = json.load(open(run / run_dir_lib.PRETRAIN_SUMMARY))
@@ -96,8 +120,8 @@ def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path
     import numpy as np
     import tensorflow as tf
 
-    from s3rec_tf import config as config_lib
     from s3rec_tf import builders
+    from s3rec_tf import config as config_lib
 
     run = tmp_path / "run"
     train.main(_args(data_dir, run, "--pretrain_epochs", "2", "--finetune_epochs", "1"))
@@ -107,7 +131,9 @@ def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path
     def loaded(source):
         encoder = builders.encoder_from_config(config.model, num_items)
         encoder(tf.zeros([1, 3], tf.int32))
-        assert phases.init_encoder(config.replace(init_from=source), encoder, str(run)) == "pretrained"
+        assert (
+            phases.init_encoder(config.replace(init_from=source), encoder, str(run)) == "pretrained"
+        )
         return encoder.get_weights()
 
     final = loaded(str(run / run_dir_lib.PRETRAINED_ENCODER))
@@ -118,7 +144,16 @@ def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, b) for a, b in zip(epoch_1, epoch_2))
     # And the CLI fine-tunes from it without pretraining again.
-    results = train.main(_args(data_dir, tmp_path / "ft", "--init_from", str(run / "pretrain" / "checkpoints" / "ckpt-1"), "--finetune_epochs", "1"))
+    results = train.main(
+        _args(
+            data_dir,
+            tmp_path / "ft",
+            "--init_from",
+            str(run / "pretrain" / "checkpoints" / "ckpt-1"),
+            "--finetune_epochs",
+            "1",
+        )
+    )
     assert "pretrain" not in results and results["finetune"]["init"] == "pretrained"
 
 
@@ -133,7 +168,12 @@ def _read_csv(path):
 def test_killed_run_resumes(data_dir, tmp_path):
     """SIGKILL in the middle of pretraining; the rerun starts after the last finished epoch."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "s3rec_tf.train", *_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s3rec_tf.train",
+        *_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1"),
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = run / "pretrain" / "checkpoints"
 
@@ -141,7 +181,11 @@ def test_killed_run_resumes(data_dir, tmp_path):
         # The manager's state file names a checkpoint only once it is complete (its .index file
         # appears earlier), so that is what a resume can use.
         state = checkpoints / "checkpoint"
-        found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M) if state.exists() else None
+        found = (
+            re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M)
+            if state.exists()
+            else None
+        )
         return int(found.group(1)) if found else 0
 
     deadline = time.time() + 240
@@ -169,7 +213,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from s3rec_tf import phases, runtime, train
 from s3rec_tf import run_dir as run_dir_lib
 results = train.main(sys.argv[1:])
-print("RESULT", json.dumps({"test": results["test"], "replicas": tf.distribute.MirroredStrategy().num_replicas_in_sync}))
+replicas = tf.distribute.MirroredStrategy().num_replicas_in_sync
+print("RESULT", json.dumps({"test": results["test"], "replicas": replicas}))
 """
 
 
@@ -184,7 +229,9 @@ out = {"replicas": tf.distribute.MirroredStrategy().num_replicas_in_sync}
 for strategy in ("mirrored", "default"):
     args = sys.argv[1:-1] + ["--strategy", strategy, "--output", sys.argv[-1] + "_" + strategy]
     out[strategy] = train.main(args)
-print("RESULT", json.dumps({k: v if k == "replicas" else {s: v[s] for s in ("valid", "test", "finetune")} for k, v in out.items()}))
+parts = ("valid", "test", "finetune")
+print("RESULT", json.dumps({k: v if k == "replicas" else {s: v[s] for s in parts}
+                            for k, v in out.items()}))
 """
 
 
@@ -196,11 +243,19 @@ def test_main_under_mirrored_strategy_on_two_cpus_equals_one_replica(data_dir, t
     preset = tmp_path / "no_dropout.yaml"
     preset.write_text("model:\n  dropout: 0.0\n  attention_dropout: 0.0\n")
     run = tmp_path / "run"
-    args = [*_args(data_dir, run, "--rank", "4", "--pretrain_epochs", "1", "--finetune_epochs", "2"), "--config", str(preset)]
+    args = [
+        *_args(data_dir, run, "--rank", "4", "--pretrain_epochs", "1", "--finetune_epochs", "2"),
+        "--config",
+        str(preset),
+    ]
     args = [a for a in args if a != str(run)]
     args.remove("--output")
     out = subprocess.run(
-        [sys.executable, "-c", MIRRORED_VS_ONE_SCRIPT, *args, str(run)], cwd=REPO, capture_output=True, text=True, timeout=1800
+        [sys.executable, "-c", MIRRORED_VS_ONE_SCRIPT, *args, str(run)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.split("RESULT", 1)[1])
@@ -210,17 +265,26 @@ def test_main_under_mirrored_strategy_on_two_cpus_equals_one_replica(data_dir, t
     for split in ("valid", "test"):
         for protocol in ("sampled", "full"):
             for name, value in single[split][protocol].items():
-                assert mirrored[split][protocol][name] == pytest.approx(value, abs=MIRRORED_METRIC_ATOL), (split, protocol, name)
+                assert mirrored[split][protocol][name] == pytest.approx(
+                    value, abs=MIRRORED_METRIC_ATOL
+                ), (split, protocol, name)
     for phase, epochs in (("pretrain", 1), ("finetune", 2)):
         ours = tf.train.load_checkpoint(f"{run}_mirrored/{phase}/checkpoints/ckpt-{epochs}")
         theirs = tf.train.load_checkpoint(f"{run}_default/{phase}/checkpoints/ckpt-{epochs}")
         names = [  # the model's weights (its metrics' running sums are no weights)
-            n for n in theirs.get_variable_to_shape_map()
+            n
+            for n in theirs.get_variable_to_shape_map()
             if n.startswith("model/") and "metrics" not in n and "loss_tracker" not in n
         ]
         assert len(names) > 20 and set(names) <= set(ours.get_variable_to_shape_map())
         for name in names:
-            np.testing.assert_allclose(ours.get_tensor(name), theirs.get_tensor(name), rtol=0, atol=MIRRORED_WEIGHT_ATOL, err_msg=name)
+            np.testing.assert_allclose(
+                ours.get_tensor(name),
+                theirs.get_tensor(name),
+                rtol=0,
+                atol=MIRRORED_WEIGHT_ATOL,
+                err_msg=name,
+            )
 
 
 MIRRORED_METRIC_ATOL = 1e-6
@@ -230,7 +294,11 @@ MIRRORED_WEIGHT_ATOL = 2e-6
 def test_jit_compile_on_several_cpu_replicas_stops_before_work(data_dir, tmp_path):
     args = _args(data_dir, tmp_path / "run", "--strategy", "mirrored", "--jit_compile")
     out = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT, *args], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", MIRRORED_SCRIPT, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 1, out.stderr[-3000:]
     assert "error: jit_compile with 2 CPU replicas" in out.stderr, out.stderr[-3000:]
@@ -239,7 +307,9 @@ def test_jit_compile_on_several_cpu_replicas_stops_before_work(data_dir, tmp_pat
 
 def test_rerun_with_other_settings_or_data_refuses_to_continue_the_run(data_dir, tmp_path):
     run = tmp_path / "run"
-    train.main(_args(data_dir, run, "--rank", "4", "--pretrain_epochs", "1", "--finetune_epochs", "1"))
+    train.main(
+        _args(data_dir, run, "--rank", "4", "--pretrain_epochs", "1", "--finetune_epochs", "1")
+    )
     saved = (run / "config.json").read_text()
     checkpoints = sorted(os.listdir(run / "pretrain" / "checkpoints"))
 
@@ -259,7 +329,9 @@ def test_rerun_with_other_settings_or_data_refuses_to_continue_the_run(data_dir,
     # The same data in another place is the same data.
     moved = tmp_path / "moved"
     subprocess.run(["cp", "-r", data_dir, str(moved)], check=True)
-    again = train.main(_args(str(moved), run, "--rank", "4", "--pretrain_epochs", "2", "--finetune_epochs", "1"))
+    again = train.main(
+        _args(str(moved), run, "--rank", "4", "--pretrain_epochs", "2", "--finetune_epochs", "1")
+    )
     assert again["pretrain"]["resumed_at_epoch"] == 1
 
 
@@ -314,7 +386,16 @@ def test_export_at_the_end_and_occupied_export_dir_fails_first(data_dir, tmp_pat
     assert not (tmp_path / "run0").exists()  # refused before any training
 
     results = train.main(
-        _args(data_dir, tmp_path / "run", "--pretrain_epochs", "1", "--finetune_epochs", "1", "--export", str(tmp_path / "model"))
+        _args(
+            data_dir,
+            tmp_path / "run",
+            "--pretrain_epochs",
+            "1",
+            "--finetune_epochs",
+            "1",
+            "--export",
+            str(tmp_path / "model"),
+        )
     )
     assert os.path.exists(tmp_path / "model" / "saved_model.pb")
     assert results["export"] == str(tmp_path / "model")
@@ -338,7 +419,9 @@ def _fit_twice_seeded(jit_compile):
         # As in train.run, everything happens inside: some sublayers (the attention's dropout)
         # are only made when the model is first called.
         with runtime.seeded_dropout():
-            encoder = S3RecEncoder(30, max_seq_length=8, hidden_size=16, dropout=0.5, attention_dropout=0.5)
+            encoder = S3RecEncoder(
+                30, max_seq_length=8, hidden_size=16, dropout=0.5, attention_dropout=0.5
+            )
             model = finetune_lib.S3RecRecommender(encoder)
             model.compile(optimizer=tf.keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
             model.fit(tf.data.Dataset.from_tensors(batch).repeat(5), verbose=0)
