@@ -8,7 +8,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from beam_pipelines import parse, preprocess, raw_format, transforms
+from beam_pipelines import parse, preprocess, raw_format, writers
 from s3rec_tf import schema
 from tree_bytes import tree_bytes  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
     assert _lines(os.path.join(out, schema.ITEM_VOCAB)) == [
         raw.item_names[i] for i in range(1, 12_102)
     ]
-    letters = _lines(os.path.join(out, transforms.DEAD_LETTER_FILE))
+    letters = _lines(os.path.join(out, writers.DEAD_LETTER_FILE))
     assert len(letters) == sum(raw.expected_bad_records.values())
 
 
