@@ -33,7 +33,7 @@ class PreprocessConfig:
     seed: int = 42
     user_core: int = 5
     item_core: int = 5
-    kcore_max_rounds: int = 30
+    kcore_max_rounds: int = 20
     min_rating: Optional[float] = None
     attribute_min_count: int = 1
     # 0: grow with the data, max(4, ceil(users / users_per_shard)).

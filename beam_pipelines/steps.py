@@ -270,7 +270,7 @@ class S3RecHistories(beam.PTransform):
 # ---------------------------------------------------------------------------------------------
 @beam.typehints.with_output_types(Tuple[Any, Tuple[Any, ...]])
 class _KCoreRoundFn(beam.DoFn):
-    """(user, {history: [items], rare: [items]}) -> (user, kept items); ("changes", (users
+    """(user, [(_HISTORY, items), (_RARE, item), ...]) -> (user, kept items); (None, (users
     dropped, interactions dropped)) on the "changes" output."""
 
     def __init__(self, user_core: int):
@@ -280,16 +280,22 @@ class _KCoreRoundFn(beam.DoFn):
                                              "kcore_round_interactions_dropped")
 
     def process(self, element):
-        user, joined = element
-        for items in joined["history"]:  # exactly one history per user
-            kept, dropped = algorithms.apply_kcore_round(items, joined["rare"], self._user_core)
+        user, tagged = element
+        histories, rare = [], []
+        for tag, value in tagged:
+            (histories if tag == _HISTORY else rare).append(value)
+        for items in histories:  # exactly one history per user
+            kept, dropped = algorithms.apply_kcore_round(items, rare, self._user_core)
             if dropped:
                 users = int(kept is None)
                 self._users.inc(users)
                 self._interactions.inc(dropped)
-                yield beam.pvalue.TaggedOutput("changes", (users, dropped))
+                yield beam.pvalue.TaggedOutput("changes", (None, (users, dropped)))
             if kept is not None:
                 yield user, kept
+
+
+_HISTORY, _RARE = "h", "r"
 
 
 def _sum_pairs(pairs):
@@ -300,15 +306,20 @@ def _sum_pairs(pairs):
     return users, interactions
 
 
-class _RouteFn(beam.DoFn):
-    """After a round: all histories go on (main output) if the round changed anything, else they
-    are final ("done"), and the later rounds get nothing to do."""
+@beam.typehints.with_output_types(Tuple[Any, Any])
+class _StartRoundFn(beam.DoFn):
+    """A round's first step: if the previous round changed nothing, the history is final ("done")
+    and the later rounds get nothing to do; else it takes part: the main output passes it on,
+    "items" names its distinct items ((item, (user, n)))."""
 
-    def process(self, history, changes):
-        if changes[1]:
-            yield history
-        else:
+    def process(self, history, previous_changes):
+        # previous_changes: [] or [(users, interactions)] of the previous round (None: round 1).
+        if previous_changes is not None and not any(c[1] for c in previous_changes):
             yield beam.pvalue.TaggedOutput("done", history)
+            return
+        yield history[0], (_HISTORY, history[1])
+        for occurrence in algorithms.item_occurrences(history):
+            yield beam.pvalue.TaggedOutput("items", occurrence)
 
 
 def kcore_stats(round_changes: Sequence[tuple], max_rounds: int, user_core: int,
@@ -341,8 +352,8 @@ class KCore(beam.PTransform):
     with fewer than item_core interactions sends (user, item) to its users (at most item_core of
     them); each user joins its history with those (CoGroupByKey) and drops them, or drops itself
     if it had fewer than user_core interactions. The round's changes are summed globally into a
-    small side input: a round that changed nothing routes every history to the output, so the
-    later rounds run on empty input. Round max_rounds + 1 only checks: if it would still remove
+    small side input of the next round's first step: after a round that changed nothing every
+    history goes to the output, so the later rounds run on empty input. Round max_rounds + 1 only checks: if it would still remove
     something the job fails (naming --kcore_max_rounds) before anything depends on its output.
     """
 
@@ -354,28 +365,40 @@ class KCore(beam.PTransform):
 
     def expand(self, histories):
         item_core, user_core = self._item_core, self._user_core
-        active, done, round_changes = histories, [], []
-        for r in range(1, self._max_rounds + 2):
+        kept, changes, done, round_changes = histories, None, [], []
+        for r in range(1, self._max_rounds + 3):
+            started = kept | f"Round{r}Start" >> beam.ParDo(
+                _StartRoundFn(), None if changes is None else beam.pvalue.AsList(changes)
+            ).with_outputs("done", "items", main="active")
+            done.append(started["done"])
+            if r == self._max_rounds + 2:  # only routes the check round's output
+                break
             rare = (
-                active
-                | f"Round{r}Items" >> beam.FlatMap(algorithms.item_occurrences)
+                started["items"]
                 | f"Round{r}ByItem" >> beam.GroupByKey()
                 | f"Round{r}Rare" >> beam.FlatMap(
-                    lambda kv, core: algorithms.rare_item_users(kv[0], kv[1], core), item_core)
+                    lambda kv, core: [(user, (_RARE, item)) for user, item in
+                                      algorithms.rare_item_users(kv[0], kv[1], core)],
+                    item_core).with_output_types(Tuple[Any, Any])
             )
+            # A join by user as Flatten + GroupByKey of tagged values (a CoGroupByKey expands to
+            # many more transforms, and every round has one).
             result = (
-                {"history": active, "rare": rare}
-                | f"Round{r}Join" >> beam.CoGroupByKey()
+                (started["active"], rare)
+                | f"Round{r}Flatten" >> beam.Flatten()
+                | f"Round{r}Join" >> beam.GroupByKey()
                 | f"Round{r}Apply"
                 >> beam.ParDo(_KCoreRoundFn(user_core)).with_outputs("changes", main="kept")
             )
-            changes = result["changes"] | f"Round{r}Changes" >> beam.CombineGlobally(_sum_pairs)
+            kept = result["kept"]
+            # Summed per constant key, not CombineGlobally: no default value to inject (a round
+            # that changed nothing gives no element), which saves stages in every round.
+            changes = (
+                result["changes"]
+                | f"Round{r}Changes" >> beam.CombinePerKey(_sum_pairs)
+                | f"Round{r}Sum" >> beam.Values()
+            )
             round_changes.append(changes | f"Round{r}Number" >> beam.Map(lambda c, r=r: (r, c)))
-            routed = result["kept"] | f"Round{r}Route" >> beam.ParDo(
-                _RouteFn(), beam.pvalue.AsSingleton(changes)
-            ).with_outputs("done", main="active")
-            done.append(routed["done"])
-            active = routed["active"]
         max_rounds = self._max_rounds
         stats = (
             round_changes
