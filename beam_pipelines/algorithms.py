@@ -16,7 +16,7 @@ import collections
 import hashlib
 import itertools
 import json
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -251,7 +251,3 @@ def auto_num_shards(num_users: int, users_per_shard: int, minimum: int = 4) -> i
     """The shard count that grows with the data: at least `minimum`, at most `users_per_shard`
     users per shard."""
     return max(minimum, -(-num_users // users_per_shard))
-
-
-def optional_int(value) -> Optional[int]:
-    return None if value is None else int(value)

@@ -353,8 +353,9 @@ class KCore(beam.PTransform):
     them); each user joins its history with those (CoGroupByKey) and drops them, or drops itself
     if it had fewer than user_core interactions. The round's changes are summed globally into a
     small side input of the next round's first step: after a round that changed nothing every
-    history goes to the output, so the later rounds run on empty input. Round max_rounds + 1 only checks: if it would still remove
-    something the job fails (naming --kcore_max_rounds) before anything depends on its output.
+    history goes to the output, so the later rounds run on empty input. Round max_rounds + 1
+    only checks: if it would still remove something the job fails (naming --kcore_max_rounds)
+    before anything depends on its output.
     """
 
     def __init__(self, user_core: int, item_core: int, max_rounds: int):

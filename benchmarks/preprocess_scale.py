@@ -12,8 +12,9 @@ process); the peak of the job's own process (the DirectRunner's controller, whic
 runner's shuffle buffers) is reported beside it in the markdown.
 
 "after" runs this checkout's code (or a snapshot of it given by --after_checkout, so that
-editing the working tree during a long run cannot change the code a worker imports); "before" runs the code of another checkout (e.g. a worktree
-of commit 92809eb) given by --before_checkout, on the same files. Results are merged into
+editing the working tree during a long run cannot change the code a worker imports); "before"
+runs the code of another checkout (e.g. a worktree of commit 92809eb) given by --before_checkout,
+on the same files. Results are merged into
 reports/preprocess_scale.json ({"rows": [...], "before": [...]}, one row per size) and
 reports/preprocess_scale.md is rewritten from it and the run details kept in --work_dir.
 """

@@ -178,10 +178,10 @@ def write(output: str, num_interactions: int, *, formats=FORMATS, shards: int = 
         os.makedirs(directory, exist_ok=True)
         order = d["order"]
         reviews = _write_shards(directory, "reviews",
-                                lambda k: review_line(d, int(order[k]), fmt),
+                                lambda k, order=order, fmt=fmt: review_line(d, int(order[k]), fmt),
                                 num_interactions, shards)
-        meta = _write_shards(directory, "meta", lambda i: meta_line(d, i, fmt), d["num_items"],
-                             shards)
+        meta = _write_shards(directory, "meta", lambda i, fmt=fmt: meta_line(d, i, fmt),
+                             d["num_items"], shards)
         summary["formats"][fmt] = {
             "reviews": os.path.join(directory, "reviews-*.jsonl.gz"),
             "metadata": os.path.join(directory, "meta-*.jsonl.gz"),
