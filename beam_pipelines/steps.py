@@ -670,9 +670,9 @@ class _UserBlockFn(beam.DoFn):
                     max_seq_length=self._max_seq_length, total_length=total_length,
                 )
                 keys.append(np.int64(shard) * (total_length + 1) + positions)
-        if not keys:
+        keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+        if not len(keys):  # no user of the block has an example with a segment
             return
-        keys = np.unique(np.concatenate(keys))
         self._requests.inc(len(keys))
         shards, positions = np.divmod(keys, total_length + 1)
         target = positions // step

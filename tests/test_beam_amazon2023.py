@@ -243,7 +243,8 @@ def test_the_2023_sample_trains(tmp_path):
     _run(data, "--reviews", os.path.join(SAMPLE, sample_data.REVIEWS_2023_FILE),
          "--metadata", os.path.join(SAMPLE, sample_data.META_2023_FILE), "--dupe_factor", 2)
     result = subprocess.run(
-        [sys.executable, "-m", "s3rec_tf.train", "--data", str(data), "--pretrain_epochs", "1",
+        [sys.executable, "-m", "s3rec_tf.train", "--config", "sample", "--data", str(data),
+         "--pretrain_epochs", "1",
          "--finetune_epochs", "1", "--output", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=1200,
     )
