@@ -481,10 +481,19 @@ def _with_user_id(element):
     _, joined = element
     for user_id in joined["id"]:
         parts = list(joined["items"])
-        items = [0] * sum(len(positions) for positions, _ in parts)
+        length = sum(len(positions) for positions, _ in parts)
+        items = [0] * length
         for positions, item_id in parts:
             for k in positions:
+                if k >= length:  # an item of this history got no id: never write wrong data
+                    raise RuntimeError(
+                        f"AssignIds: user {element[0]!r} (id {user_id}) has an item at position "
+                        f"{k} but only {length} positions came back with item ids; parts: "
+                        f"{sorted(parts)[:20]}"
+                    )
                 items[k] = item_id
+        if 0 in items:
+            raise RuntimeError(f"AssignIds: user {element[0]!r} has positions without an item id")
         yield user_id, tuple(items)
 
 
