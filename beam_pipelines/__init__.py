@@ -1,3 +1,11 @@
-"""Apache Beam jobs: raw Amazon reviews (or the S3-Rec format) to TFRecords."""
+"""Apache Beam jobs: raw Amazon reviews (2014, 2018, 2023) or the S3-Rec format to TFRecords.
 
-import keras_models  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+Modules: `preprocess` (options, `run(argv)`), `config` (the options' dataclass and pre-flight
+checks), `parse` (readers and dead letters per input format), `algorithms` (pure Python/NumPy),
+`pretrain_examples` (per-user splits, negatives and pretraining examples; NumPy), `steps` (the
+composite PTransforms), `writers` (files: temporary name, then rename), `job` (the job's
+PTransform), `raw_format` and `sample_data` (test and sample inputs).
+
+Nothing here imports TensorFlow at package import; only `writers` and `job` do (through the data
+contract `s3rec_tf.schema` and tf.train.Example).
+"""

@@ -17,6 +17,17 @@ Formats:
   * Amazon metadata, 2014 (`meta_*.json[.gz]`, Python dict literals, read with
     `ast.literal_eval`, never `eval`) and 2018 (strict JSON): asin, categories (2014: a list of
     category paths) or category (2018: one path), brand.
+  * Amazon Reviews 2023 (`<Category>.jsonl[.gz]` and `meta_<Category>.jsonl[.gz]`, strict JSON):
+    reviews with user_id, parent_asin (the item; `asin` is a variant of it and is ignored),
+    timestamp (MILLISECONDS since the epoch; kept in milliseconds, it only orders a user's
+    reviews) and rating; metadata with parent_asin, main_category, categories (one flat category
+    path, top level first), store and a details dict. The attributes follow the 2014 rule: every
+    category level below the top one (categories[1:]), plus the brand, which is `store`, or
+    `details["Brand"]` when there is no store.
+    With --input_format auto a line is read as 2023 when it has the 2023 fields (a review with
+    `user_id` or `parent_asin` but no `reviewerID`; metadata with `parent_asin`), so 2014, 2018
+    and 2023 files may even be mixed; --input_format amazon2023 reads every line as 2023 (strict
+    JSON, the 2023 dead-letter kinds) and --input_format amazon none.
   * S3-Rec benchmark format: `user item item ...` lines with positive integer ids, and one JSON
     object {item id: [attribute ids]}.
 """
@@ -53,6 +64,10 @@ BAD_RATING = "bad_rating"
 BAD_TIME = "bad_time"
 META_MISSING_ASIN = "meta_missing_asin"
 BAD_META_FIELD = "bad_meta_field"
+MISSING_USER_ID = "missing_user_id"  # 2023
+MISSING_PARENT_ASIN = "missing_parent_asin"  # 2023
+MISSING_TIMESTAMP = "missing_timestamp"  # 2023
+META_MISSING_PARENT_ASIN = "meta_missing_parent_asin"  # 2023
 BAD_SEQUENCE_LINE = "bad_sequence_line"
 DUPLICATE_USER = "duplicate_user"
 BAD_ITEM2ATTRIBUTES = "bad_item2attributes"
@@ -84,7 +99,31 @@ S3REC_KINDS = (
     BAD_ITEM2ATTRIBUTES,
     BAD_ITEM2ATTRIBUTES_ENTRY,
 )
+REVIEW_2023_KINDS = (
+    UNDECODABLE_BYTES,
+    BAD_JSON,
+    NOT_AN_OBJECT,
+    MISSING_USER_ID,
+    MISSING_PARENT_ASIN,
+    MISSING_TIMESTAMP,
+    INVALID_ID,
+    BAD_RATING,
+    BAD_TIME,
+)
+META_2023_KINDS = (
+    UNDECODABLE_BYTES,
+    BAD_JSON,
+    NOT_AN_OBJECT,
+    META_MISSING_PARENT_ASIN,
+    INVALID_ID,
+    BAD_META_FIELD,
+)
+# The kinds metadata.json's num_bad_records always lists (others are added when they occur).
 AMAZON_KINDS = tuple(sorted(set(REVIEW_KINDS + META_KINDS)))
+AMAZON_2023_KINDS = tuple(sorted(set(REVIEW_2023_KINDS + META_2023_KINDS)))
+ALL_AMAZON_KINDS = tuple(sorted(set(AMAZON_KINDS + AMAZON_2023_KINDS)))
+# Which record layouts a parser accepts, by --input_format.
+AUTO, FORMAT_2014, FORMAT_2023 = "auto", "amazon", "amazon2023"
 ALL_S3REC_KINDS = tuple(sorted(S3REC_KINDS))
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -227,12 +266,39 @@ def parse_rating(value: Any) -> Optional[float]:
     return rating if math.isfinite(rating) else None
 
 
+def is_2023_review(record: dict) -> bool:
+    return "reviewerID" not in record and ("user_id" in record or "parent_asin" in record)
+
+
+def is_2023_meta(record: dict) -> bool:
+    return "parent_asin" in record
+
+
 @beam.typehints.with_output_types(Event)
 class ParseReviewLine(_ParseLine):
-    """(path, line number, bytes) of a reviews file -> `Event`, or a dead letter."""
+    """(path, line number, bytes) of a reviews file -> `Event`, or a dead letter.
 
-    def __init__(self):
-        super().__init__(REVIEW_KINDS)
+    `layout`: AUTO (2014/2018 or 2023, recognized per line), FORMAT_2014 or FORMAT_2023.
+    """
+
+    _FIELDS = {
+        False: (
+            ("reviewerID", MISSING_REVIEWER_ID),
+            ("asin", MISSING_ASIN),
+            ("unixReviewTime", MISSING_TIME),
+            "overall",
+        ),
+        True: (
+            ("user_id", MISSING_USER_ID),
+            ("parent_asin", MISSING_PARENT_ASIN),
+            ("timestamp", MISSING_TIMESTAMP),
+            "rating",
+        ),
+    }
+
+    def __init__(self, layout: str = AUTO):
+        super().__init__(tuple(sorted(set(REVIEW_KINDS + REVIEW_2023_KINDS))))
+        self._layout = layout
 
     def parse(self, path, line_no, text):
         try:
@@ -243,33 +309,33 @@ class ParseReviewLine(_ParseLine):
         if not isinstance(record, dict):
             yield self._dead(path, line_no, NOT_AN_OBJECT, "a review must be a JSON object", text)
             return
-        for field, kind in (
-            ("reviewerID", MISSING_REVIEWER_ID),
-            ("asin", MISSING_ASIN),
-            ("unixReviewTime", MISSING_TIME),
-        ):
+        if self._layout == AUTO:
+            is_2023 = is_2023_review(record)
+        else:
+            is_2023 = self._layout == FORMAT_2023
+        (user_field, _), (item_field, _), (time_field, _), rating_field = self._FIELDS[is_2023]
+        for field, kind in self._FIELDS[is_2023][:3]:
             if _missing(record.get(field)):
                 yield self._dead(path, line_no, kind, f"no {field}", text)
                 return
-        user = _single_line_id(record["reviewerID"])
-        item = _single_line_id(record["asin"])
+        user = _single_line_id(record[user_field])
+        item = _single_line_id(record[item_field])
         if user is None or item is None:
-            field = "reviewerID" if user is None else "asin"
+            field = user_field if user is None else item_field
             yield self._dead(
                 path, line_no, INVALID_ID, f"{field} is not a single-line string", text
             )
             return
-        time = parse_time(record["unixReviewTime"])
+        time = parse_time(record[time_field])
         if time is None:
-            yield self._dead(
-                path, line_no, BAD_TIME, f"unixReviewTime {record['unixReviewTime']!r}", text
-            )
+            yield self._dead(path, line_no, BAD_TIME, f"{time_field} {record[time_field]!r}", text)
             return
         rating = None
-        if record.get("overall") is not None:
-            rating = parse_rating(record["overall"])
+        if record.get(rating_field) is not None:
+            rating = parse_rating(record[rating_field])
             if rating is None:
-                yield self._dead(path, line_no, BAD_RATING, f"overall {record['overall']!r}", text)
+                detail = f"{rating_field} {record[rating_field]!r}"
+                yield self._dead(path, line_no, BAD_RATING, detail, text)
                 return
         self._parsed.inc()
         yield Event(user, item, time, rating)
@@ -304,20 +370,54 @@ def meta_attributes(record: dict) -> Optional[tuple[str, ...]]:
     return tuple(sorted(names))
 
 
+def meta_attributes_2023(record: dict) -> Optional[tuple[str, ...]]:
+    """The S3-Rec attributes of one 2023 metadata record: the category levels below the top one
+    (`categories[1:]`, a flat path) and the brand (`store`, or `details["Brand"]` when there is
+    no store), distinct and sorted; None when a field has the wrong type. Missing, null or empty
+    `categories`, `store` and `details` simply add nothing."""
+    names = set()
+    categories = record.get("categories")
+    if categories is not None:
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            return None
+        names.update(c for c in categories[1:] if c.strip())
+    details = record.get("details")
+    if details is not None and not isinstance(details, dict):
+        return None
+    store = record.get("store")
+    if store is not None and not isinstance(store, str):
+        return None
+    brand = store if store is not None and store.strip() else (details or {}).get("Brand")
+    if brand is not None:
+        if not isinstance(brand, str):
+            return None
+        if brand.strip():
+            names.add(brand)
+    if any("\n" in n or "\r" in n for n in names):
+        return None
+    return tuple(sorted(names))
+
+
 @beam.typehints.with_output_types(tuple[str, tuple[str, ...]])
 class ParseMetaLine(_ParseLine):
-    """(path, line number, bytes) of a metadata file -> (asin, attribute names), or a dead letter.
+    """(path, line number, bytes) of a metadata file -> (item, attribute names), or a dead letter.
 
-    Lines are tried as strict JSON (2018) first, then as a Python literal (2014).
+    2014/2018 lines are tried as strict JSON (2018) first, then as a Python literal (2014, with
+    `ast.literal_eval`, never `eval`); 2023 lines must be strict JSON. `layout` as for
+    `ParseReviewLine`.
     """
 
-    def __init__(self):
-        super().__init__(META_KINDS)
+    def __init__(self, layout: str = AUTO):
+        super().__init__(tuple(sorted(set(META_KINDS + META_2023_KINDS))))
+        self._layout = layout
 
     def parse(self, path, line_no, text):
         try:
             record = json.loads(text)
-        except ValueError:
+        except ValueError as e:
+            if self._layout == FORMAT_2023:
+                yield self._dead(path, line_no, BAD_JSON, f"not JSON: {e}", text)
+                return
             try:
                 record = ast.literal_eval(text)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
@@ -327,16 +427,29 @@ class ParseMetaLine(_ParseLine):
         if not isinstance(record, dict):
             yield self._dead(path, line_no, NOT_AN_OBJECT, "a metadata record must be a dict", text)
             return
-        if _missing(record.get("asin")):
-            yield self._dead(path, line_no, META_MISSING_ASIN, "no asin", text)
+        if self._layout == AUTO:
+            is_2023 = is_2023_meta(record)
+        else:
+            is_2023 = self._layout == FORMAT_2023
+        field, missing_kind = (
+            ("parent_asin", META_MISSING_PARENT_ASIN) if is_2023 else ("asin", META_MISSING_ASIN)
+        )
+        if _missing(record.get(field)):
+            yield self._dead(path, line_no, missing_kind, f"no {field}", text)
             return
-        asin = _single_line_id(record["asin"])
+        asin = _single_line_id(record[field])
         if asin is None:
-            yield self._dead(path, line_no, INVALID_ID, "asin is not a single-line string", text)
+            yield self._dead(
+                path, line_no, INVALID_ID, f"{field} is not a single-line string", text
+            )
             return
-        attributes = meta_attributes(record)
+        attributes = meta_attributes_2023(record) if is_2023 else meta_attributes(record)
         if attributes is None:
-            detail = "categories/category must be lists of strings and brand a string"
+            detail = (
+                "categories must be a list of strings, store a string and details a dict"
+                if is_2023
+                else "categories/category must be lists of strings and brand a string"
+            )
             yield self._dead(path, line_no, BAD_META_FIELD, detail, text)
             return
         self._parsed.inc()

@@ -9,8 +9,9 @@
 
 Flags this module does not know are Beam pipeline options and go to the runner unchanged
 (--runner, --direct_num_workers, --project, --temp_location, ...). All paths may be any Beam file
-system (gs://, s3://, ...). The steps and outputs are described in `beam_pipelines.transforms`
-and `s3rec_tf.schema`.
+system (gs://, s3://, ...). The steps are described in `beam_pipelines.steps` and
+`beam_pipelines.job`, the outputs in `s3rec_tf.schema`; the defaults of the options are those of
+`beam_pipelines.config.PreprocessConfig`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import transforms
+from beam_pipelines import config as job_config
+from beam_pipelines.config import PreprocessConfig, default
 
 _LOG = logging.getLogger(__name__)
 
@@ -65,57 +67,86 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="S3-Rec item2attributes JSON ({item id: [attribute ids]}).",
     )
+    inputs.add_argument(
+        "--input_format",
+        choices=job_config.INPUT_FORMATS,
+        default=default("input_format"),
+        help="auto: the S3-Rec format for --sequences; for --reviews/--metadata "
+        "each line's fields say 2014/2018 or 2023. amazon2023 forces the 2023 "
+        "format (strict JSON), amazon the 2014/2018 one.",
+    )
     parser.add_argument(
         "--output", required=True, help="Output directory (any Beam file system path)."
     )
     parser.add_argument(
         "--max_seq_length",
         type=int,
-        default=50,
+        default=default("max_seq_length"),
         help="Pretraining window: the last N items of each training sequence.",
     )
     parser.add_argument(
         "--mask_prob",
         type=float,
-        default=0.2,
+        default=default("mask_prob"),
         help="Probability of masking an item that is not the last one.",
     )
     parser.add_argument(
         "--dupe_factor",
         type=int,
-        default=1,
+        default=default("dupe_factor"),
         help="Pretraining duplicates, each with its own masks and shards.",
     )
     parser.add_argument(
         "--num_negatives",
         type=int,
-        default=99,
+        default=default("num_negatives"),
         help="Sampled negatives per user for validation and test.",
     )
-    parser.add_argument("--seed", type=int, default=42, help="Seed of every random choice.")
     parser.add_argument(
-        "--user_core", type=int, default=5, help="k-core: minimum interactions per user (>= 3)."
+        "--seed", type=int, default=default("seed"), help="Seed of every random choice."
     )
     parser.add_argument(
-        "--item_core", type=int, default=5, help="k-core: minimum interactions per item."
+        "--user_core",
+        type=int,
+        default=default("user_core"),
+        help="k-core: minimum interactions per user (>= 3).",
+    )
+    parser.add_argument(
+        "--item_core",
+        type=int,
+        default=default("item_core"),
+        help="k-core: minimum interactions per item.",
+    )
+    parser.add_argument(
+        "--kcore_max_rounds",
+        type=int,
+        default=default("kcore_max_rounds"),
+        help="k-core rounds to unroll; the job fails, naming this flag, if the data needs more.",
     )
     parser.add_argument(
         "--min_rating",
         type=float,
-        default=None,
+        default=default("min_rating"),
         help="Keep reviews rated at least this; unset keeps all.",
     )
     parser.add_argument(
         "--attribute_min_count",
         type=int,
-        default=1,
+        default=default("attribute_min_count"),
         help="Keep attributes carried by at least this many items.",
     )
     parser.add_argument(
         "--num_shards",
         type=int,
-        default=4,
-        help="Shards per output split / duplicate (users are spread by id).",
+        default=default("num_shards"),
+        help="Shards per output split / duplicate (users are spread by id); 0: "
+        "max(4, ceil(users / --users_per_shard)).",
+    )
+    parser.add_argument(
+        "--users_per_shard",
+        type=int,
+        default=default("users_per_shard"),
+        help="With --num_shards 0: at most this many users per shard.",
     )
     return parser
 
@@ -124,22 +155,17 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     """-> (validated PreprocessConfig, the remaining arguments for Beam)."""
     parser = build_parser()
     args, pipeline_args = parser.parse_known_args(argv)
-    config = transforms.PreprocessConfig(
+    config = PreprocessConfig(
         output=args.output.rstrip("/") or args.output,
-        reviews=tuple(args.reviews),
-        metadata=tuple(args.metadata),
-        sequences=tuple(args.sequences),
-        item2attributes=tuple(args.item2attributes),
-        max_seq_length=args.max_seq_length,
-        mask_prob=args.mask_prob,
-        dupe_factor=args.dupe_factor,
-        num_negatives=args.num_negatives,
-        seed=args.seed,
-        user_core=args.user_core,
-        item_core=args.item_core,
-        min_rating=args.min_rating,
-        attribute_min_count=args.attribute_min_count,
-        num_shards=args.num_shards,
+        **{
+            name: tuple(getattr(args, name))
+            for name in ("reviews", "metadata", "sequences", "item2attributes")
+        },
+        **{
+            name: getattr(args, name)
+            for name in vars(args)
+            if name not in ("output", "reviews", "metadata", "sequences", "item2attributes")
+        },
     )
     try:
         config.validate()
@@ -166,6 +192,10 @@ def _check_pipeline_args(
 
 
 def run(argv: Optional[Sequence[str]] = None):
+    # The job's steps load TensorFlow (through the data contract, s3rec_tf.schema); imported
+    # here so that parsing options and --help stay light.
+    from beam_pipelines import job
+
     """Runs the job to completion; returns the Beam PipelineResult.
 
     Bad options and missing or unreadable inputs exit (SystemExit 2) with a message naming them.
@@ -178,15 +208,15 @@ def run(argv: Optional[Sequence[str]] = None):
             ("--sequences", config.sequences),
             ("--item2attributes", config.item2attributes),
         ):
-            transforms.check_inputs(flag, patterns)
+            job_config.check_inputs(flag, patterns)
     except OSError as e:
         build_parser().error(str(e))
-    removed = transforms.remove_previous_outputs(config.output)
+    removed = job_config.remove_previous_outputs(config.output, job.JOB_FILES)
     if removed:
         _LOG.info("Removed %d files of an earlier run under %s", len(removed), config.output)
     options = PipelineOptions(pipeline_args)
     pipeline = beam.Pipeline(options=options)
-    _ = pipeline | "Preprocess" >> transforms.Preprocess(config)
+    _ = pipeline | "Preprocess" >> job.Preprocess(config)
     result = pipeline.run()
     result.wait_until_finish()
     _log_counters(result)

@@ -116,9 +116,11 @@ def make_pretrain_examples(
       max_seq_length: window length (the reference's max_seq_length).
       mask_prob: probability of masking an item that is not the last of its prefix.
       num_items: N; the mask id is N + 1 and negatives are drawn from 1..N.
-      long_sequence: all users' full sequences concatenated in user-id order, [total] int.
+      long_sequence: all users' full sequences concatenated in user-id order, [total] int; or a
+        `SparseSequence` holding (at least) the positions `negative_segment_positions` names.
     """
-    long_sequence = np.asarray(long_sequence, dtype=np.int64)
+    if not isinstance(long_sequence, SparseSequence):
+        long_sequence = np.asarray(long_sequence, dtype=np.int64)
     mask_id = num_items + 1
     users = np.array([int(user) for user, _ in histories], dtype=np.int64)
     windows = [pretrain_window(items, max_seq_length) for _, items in histories]
@@ -204,6 +206,68 @@ def make_pretrain_examples(
         pos_segment,
         neg_segment,
     )
+
+
+class SparseSequence:
+    """Some positions of the long sequence (all users' sequences concatenated in user-id order):
+    enough of it for `make_pretrain_examples`, without one worker holding all of it.
+
+    `len()` is the full length; indexing with an array of positions returns their items and
+    raises KeyError for a position it does not hold.
+    """
+
+    def __init__(self, length: int, positions, items):
+        positions = np.asarray(positions, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        self._positions, first = np.unique(positions, return_index=True)
+        self._items = items[first]
+        self._length = int(length)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        index = np.asarray(index, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._positions, index), max(len(self._positions) - 1, 0))
+        if index.size and (len(self._positions) == 0 or (self._positions[at] != index).any()):
+            raise KeyError("SparseSequence: a position was not looked up")
+        return self._items[at] if index.size else np.zeros(index.shape, np.int64)
+
+
+def negative_segment_positions(
+    histories: Sequence[tuple[int, Sequence[int]]],
+    *,
+    seed: int,
+    duplicate: int,
+    max_seq_length: int,
+    total_length: int,
+) -> np.ndarray:
+    """The positions of the long sequence (of length `total_length`) that the negative segments
+    of these users' pretraining examples in `duplicate` read, [k] int64 (repeats possible).
+
+    Draws exactly what `make_pretrain_examples` draws for the segments (the same uniforms of the
+    same per-user generators), so the job can look these positions up in a distributed join and
+    hand them to `make_pretrain_examples` as a `SparseSequence`.
+    """
+    out = []
+    for user, items in histories:
+        n = len(pretrain_window(items, max_seq_length))
+        if n < 2:  # only examples of length >= 2 have a segment
+            continue
+        positions_of_user = n * (n + 1) // 2
+        block = _PER_POSITION * positions_of_user + _PER_EXAMPLE * n
+        uniforms = pretrain_rng(seed, int(user), duplicate).random(block)
+        segment = uniforms[_PER_POSITION * positions_of_user :].reshape(n, _PER_EXAMPLE)
+        length = np.arange(1, n + 1)
+        seg_length = 1 + _scaled(segment[1:, 0], np.maximum(length[1:] // 2, 1))
+        if total_length < seg_length.max():
+            continue  # make_pretrain_examples raises for this user
+        neg_start = _scaled(segment[1:, 2], np.maximum(total_length - seg_length + 1, 1))
+        out.append(
+            np.repeat(neg_start, seg_length)
+            + (np.arange(seg_length.sum()) - np.repeat(_starts(seg_length), seg_length))
+        )
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _starts(sizes: np.ndarray) -> np.ndarray:

@@ -29,6 +29,10 @@ depend on a tie-break), and it has structure that a sequence model can learn:
     item drawn by a mild, Zipf-like popularity within one of their categories;
   * users never review the same item twice.
 
+The same data is also written in the Amazon Reviews 2023 format (``Sample_2023.jsonl.gz`` and
+``meta_Sample_2023.jsonl.gz``, strict JSON lines, see `to_2023`), so that both formats give the
+job the same histories and attributes.
+
 Same seed, same bytes: every random choice comes from one ``numpy.random.Generator`` seeded by
 ``--seed``, nothing iterates over a ``set`` of strings, and gzip is written with ``mtime=0`` and no
 file name in its header.
@@ -57,6 +61,9 @@ DEFAULT_NUM_USERS = 500
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 REVIEWS_FILE = "reviews_Sample_5.json.gz"
 META_FILE = "meta_Sample.json.gz"
+REVIEWS_2023_FILE = "Sample_2023.jsonl.gz"
+META_2023_FILE = "meta_Sample_2023.jsonl.gz"
+MAIN_CATEGORY_2023 = "All Beauty"
 TOP_CATEGORY = "Beauty"
 CORE = 5
 
@@ -410,6 +417,61 @@ def generate(
     return _reviews(rng, sequences, items), _meta(rng, items, reviewed_counts)
 
 
+def to_2023(reviews: list[dict], meta: list[dict], seed: int = DEFAULT_SEED):
+    """The 2014 records in the Amazon Reviews 2023 layout, with the same meaning for the job.
+
+    Reviews: user_id, parent_asin (= the 2014 asin), asin (a variant of it for about one review
+    in five), timestamp in milliseconds, rating. Metadata: parent_asin, main_category,
+    categories (one flat path: the top category, then every level below the top of the 2014
+    paths, in sorted order), store = the brand for most items, the brand only in
+    details["Brand"] for about one item in six, and neither for items without a brand.
+    """
+    rng = np.random.default_rng([seed, 2023])
+    reviews_2023 = []
+    for r in reviews:
+        variant = rng.random() < 0.2
+        reviews_2023.append(
+            {
+                "rating": r["overall"],
+                "title": r["summary"],
+                "text": r["reviewText"],
+                "images": [],
+                "asin": r["asin"][:-2] + "V" + r["asin"][-1] if variant else r["asin"],
+                "parent_asin": r["asin"],
+                "user_id": r["reviewerID"],
+                "timestamp": r["unixReviewTime"] * 1000,
+                "helpful_vote": r["helpful"][0],
+                "verified_purchase": bool(rng.random() < 0.9),
+            }
+        )
+    meta_2023 = []
+    for m in meta:
+        levels = sorted({c for path in m.get("categories", []) for c in path[1:]})
+        details = {"Item Form": "Cream"}
+        store = m.get("brand")
+        if store is not None and rng.random() < 0.17:
+            details["Brand"], store = store, None
+        meta_2023.append(
+            {
+                "main_category": MAIN_CATEGORY_2023,
+                "title": m["title"],
+                "average_rating": 4.3,
+                "rating_number": 10,
+                "features": [],
+                "description": [],
+                "price": m.get("price"),
+                "images": [],
+                "videos": [],
+                "store": store,
+                "categories": [TOP_CATEGORY, *levels],
+                "details": details,
+                "parent_asin": m["asin"],
+                "bought_together": None,
+            }
+        )
+    return reviews_2023, meta_2023
+
+
 def _write_gzip(path: str, lines: Sequence[str]) -> None:
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     # No file name and mtime=0 in the gzip header: the bytes depend on the content only.
@@ -431,6 +493,9 @@ def write(
     _write_gzip(reviews_path, [json.dumps(r) for r in reviews])
     # repr() of a dict: the Python-literal lines of the 2014 meta files.
     _write_gzip(meta_path, [repr(m) for m in meta])
+    reviews_2023, meta_2023 = to_2023(reviews, meta, seed)
+    _write_gzip(os.path.join(output_dir, REVIEWS_2023_FILE), [json.dumps(r) for r in reviews_2023])
+    _write_gzip(os.path.join(output_dir, META_2023_FILE), [json.dumps(m) for m in meta_2023])
     users = collections.Counter(r["reviewerID"] for r in reviews)
     _LOG.info(
         "Wrote %d reviews of %d users on %d items to %s and %d meta records to %s.",

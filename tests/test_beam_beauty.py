@@ -2,13 +2,14 @@
 statistics, the S3-Rec files given back unchanged, and the same result from raw Amazon 2014 files
 built from it, clean or with bad lines of every kind."""
 
+import hashlib
 import json
 import os
 
 import pytest
 import tensorflow as tf
 
-from beam_pipelines import parse, preprocess, raw_format, transforms
+from beam_pipelines import parse, preprocess, raw_format, writers
 from s3rec_tf import schema
 
 from tree_bytes import tree_bytes  # noqa: E402
@@ -119,7 +120,7 @@ def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
     assert _lines(os.path.join(out, schema.ITEM_VOCAB)) == [
         raw.item_names[i] for i in range(1, 12_102)
     ]
-    letters = _lines(os.path.join(out, transforms.DEAD_LETTER_FILE))
+    letters = _lines(os.path.join(out, writers.DEAD_LETTER_FILE))
     assert len(letters) == sum(raw.expected_bad_records.values())
 
 
@@ -164,3 +165,73 @@ def test_beauty_from_raw_files_with_shuffled_ids(beauty_dir, tmp_path):
         637,
     )
     assert metadata["num_pretrain_examples"] == 150_258
+
+
+# sha256 of every file the job wrote at commit 92809eb (before the scale-out rewrite) with
+# --dupe_factor 2 --num_shards 4, on Beauty in the S3-Rec format and on the dirty raw 2014
+# files of `_dirty_raw` (dead letters name the files as written there: RAW_DIR_AT_92809EB);
+# metadata.json hashed without its `config` (see `_normalized_metadata`). Kept in
+# tests/golden_92809eb.json.
+with open(os.path.join(os.path.dirname(__file__), "golden_92809eb.json")) as _f:
+    GOLDEN_92809EB = json.load(_f)
+RAW_DIR_AT_92809EB = "/work/scratch/beam/golden/raw"
+# Options added since 92809eb (metadata.json's config lists them).
+NEW_OPTIONS = ("kcore_max_rounds", "users_per_shard")
+GOLDEN_FLAGS = ["--dupe_factor", "2", "--num_shards", "4"]
+
+
+def _normalized_metadata(metadata: dict) -> bytes:
+    return (
+        json.dumps({k: v for k, v in metadata.items() if k != "config"}, indent=2, sort_keys=True)
+        + "\n"
+    ).encode()
+
+
+def _sha256_tree(directory, replace=None):
+    hashes = {}
+    for path, content in tree_bytes(directory).items():
+        if path == schema.METADATA_FILE:
+            content = _normalized_metadata(json.loads(content))
+        elif replace:
+            content = content.replace(*replace)
+        hashes[path] = hashlib.sha256(content).hexdigest()
+    return hashes
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("input_format", ["s3rec", "raw"])
+def test_byte_identical_to_the_job_before_the_scale_out(
+    beauty_dir, tmp_path, input_format, workers
+):
+    """Every file, byte for byte, as the job at commit 92809eb wrote it with the same flags, from
+    the S3-Rec format and from dirty raw 2014 files, on one worker and on two processes."""
+    sequences, item2attributes = _beauty(beauty_dir)
+    if input_format == "s3rec":
+        inputs, replace = ["--sequences", sequences, "--item2attributes", item2attributes], None
+    else:
+        raw_dir = str(tmp_path / "raw")
+        raw = raw_format.write_raw_amazon(
+            sequences,
+            item2attributes,
+            raw_dir,
+            ids="ordered",
+            seed=3,
+            tie_prob=0.3,
+            bad_lines_per_kind=2,
+        )
+        inputs = ["--reviews", raw.reviews, "--metadata", raw.metadata]
+        replace = (raw_dir.encode(), RAW_DIR_AT_92809EB.encode())
+    runner = (
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+        if workers == 2
+        else ["--direct_num_workers=1"]
+    )
+    out = str(tmp_path / "out")
+    preprocess.run([*inputs, "--output", out, *GOLDEN_FLAGS, *runner])
+    written = _sha256_tree(out, replace)
+    golden = GOLDEN_92809EB[input_format]
+    assert sorted(written) == sorted(golden)
+    assert [p for p in sorted(golden) if written[p] != golden[p]] == []
+    config = _metadata(out)["config"]
+    assert config["num_shards"] == 4 and config["dupe_factor"] == 2
+    assert set(config) - {"output"} >= {"seed", "input_format", *NEW_OPTIONS}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_pipelines import parse, preprocess, raw_format, transforms
+from beam_pipelines import parse, preprocess, raw_format, writers
 from s3rec_tf import schema
 
 from tree_bytes import tree_bytes  # noqa: E402
@@ -213,7 +213,7 @@ def test_s3rec_job(s3rec_input, tmp_path):
         assert json.load(f) == {k: v for k, v in item2attributes.items() if int(k) in kept_items}
     with open(out / schema.ITEM_VOCAB) as f:
         assert f.read().splitlines() == [str(k) for k in range(1, num_items + 1)]
-    with open(out / transforms.DEAD_LETTER_FILE) as f:
+    with open(out / writers.DEAD_LETTER_FILE) as f:
         assert f.read() == ""
 
     train = _parse(out, schema.split_prefix("train"), schema.TRAIN_FEATURES)
@@ -318,9 +318,9 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
     clean, dirty = outputs["clean"], outputs["dirty"]
     assert set(clean) == set(dirty)
     for path in clean:
-        if path not in (schema.METADATA_FILE, transforms.DEAD_LETTER_FILE):
+        if path not in (schema.METADATA_FILE, writers.DEAD_LETTER_FILE):
             assert clean[path] == dirty[path], path
-    letters = [json.loads(line) for line in dirty[transforms.DEAD_LETTER_FILE].splitlines()]
+    letters = [json.loads(line) for line in dirty[writers.DEAD_LETTER_FILE].splitlines()]
     assert len(letters) == sum(raw.expected_bad_records.values())
     assert all(letter["file"].endswith(".json.gz") and letter["line"] for letter in letters)
 

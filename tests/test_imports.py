@@ -15,16 +15,12 @@ PACKAGES = ("s3rec_tf", "keras_models", "export", "beam_pipelines")
 ENTRY_POINTS = {"s3rec_tf.train", "s3rec_tf.sweep", "s3rec_tf.report"}
 TENSORFLOW = {"tensorflow", "tf_keras", "keras", "tensorflow_recommenders"}
 
-# beam_pipelines modules that load TensorFlow when imported, and why they must (issue 15 is
-# shrinking this list; the test fails when an entry is no longer needed).
+# beam_pipelines modules that load TensorFlow when imported, and why they must (the test fails
+# when an entry is no longer needed). Parsing and the algorithms never do.
 BEAM_MODULES_LOADING_TENSORFLOW = {
-    "beam_pipelines": "its __init__ imports keras_models to select Keras 2",
-    "beam_pipelines.parse": "the package __init__ (keras_models)",
-    "beam_pipelines.preprocess": "the package __init__; transforms (s3rec_tf.schema)",
-    "beam_pipelines.pretrain_examples": "the package __init__ (keras_models)",
-    "beam_pipelines.raw_format": "the package __init__ (keras_models)",
-    "beam_pipelines.sample_data": "the package __init__ (keras_models)",
-    "beam_pipelines.transforms": "writes tf.train.Examples; s3rec_tf.schema's feature specs",
+    "beam_pipelines.writers": "writes tf.train.Examples; s3rec_tf.schema's feature specs",
+    "beam_pipelines.steps": "its write steps are writers' DoFns",
+    "beam_pipelines.job": "chains the steps",
 }
 
 

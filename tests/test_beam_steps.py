@@ -1,5 +1,7 @@
-"""Each composite PTransform of beam_pipelines.transforms on tiny hand-made input."""
+"""Each composite PTransform of beam_pipelines.steps / writers on tiny hand-made input, and the
+distributed k-core, ranks and SP look-ups against the whole-data reference functions."""
 
+import itertools
 import json
 import os
 from collections import Counter
@@ -11,7 +13,7 @@ import tensorflow as tf
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import parse, transforms
+from beam_pipelines import algorithms, config, job, parse, steps, writers
 from beam_pipelines import pretrain_examples as pe
 from beam_pipelines.parse import Event
 from s3rec_tf import schema
@@ -36,14 +38,14 @@ def test_filter_ratings():
     ]
 
     def build(p):
-        kept = p | "Events" >> beam.Create(events) | transforms.FilterRatings(4.0)
+        kept = p | "Events" >> beam.Create(events) | steps.FilterRatings(4.0)
         assert_that(kept["events"], equal_to([events[0], events[3]]), label="Kept")
         assert_that(
             kept["stats"],
-            _stats({transforms.DROPPED_BELOW_MIN_RATING: 1, transforms.DROPPED_WITHOUT_RATING: 1}),
+            _stats({steps.DROPPED_BELOW_MIN_RATING: 1, steps.DROPPED_WITHOUT_RATING: 1}),
             label="Stats",
         )
-        everything = p | "Events2" >> beam.Create(events) | "All" >> transforms.FilterRatings(None)
+        everything = p | "Events2" >> beam.Create(events) | "All" >> steps.FilterRatings(None)
         assert_that(everything["events"], equal_to(events), label="KeptAll")
 
     _run(build)
@@ -61,13 +63,13 @@ def test_build_histories_orders_by_time_then_item_and_drops_exact_duplicates():
     ]
 
     def build(p):
-        out = p | beam.Create(events) | transforms.BuildHistories()
+        out = p | beam.Create(events) | steps.BuildHistories()
         assert_that(
             out["histories"],
             equal_to([("u1", ("b", "a", "z", "c", "b")), ("u2", ("x",))]),
             label="Histories",
         )
-        assert_that(out["stats"], _stats({transforms.DROPPED_DUPLICATE_EVENTS: 1}), label="Stats")
+        assert_that(out["stats"], _stats({steps.DROPPED_DUPLICATE_EVENTS: 1}), label="Stats")
 
     _run(build)
 
@@ -76,7 +78,7 @@ def test_s3rec_histories_keep_the_first_line_of_a_user():
     lines = [(1, ("f", 1, (1, 2, 3))), (2, ("f", 2, (4, 5))), (1, ("f", 3, (9, 9)))]
 
     def build(p):
-        out = p | beam.Create(lines) | transforms.S3RecHistories()
+        out = p | beam.Create(lines) | steps.S3RecHistories()
         assert_that(out["histories"], equal_to([(1, (1, 2, 3)), (2, (4, 5))]), label="H")
         assert_that(
             out["dead_letters"] | beam.Map(lambda d: (d["line"], d["reason"], d["record"])),
@@ -107,21 +109,21 @@ def _reference_kcore(user_items, user_core, item_core):
 def test_kcore_needs_several_rounds():
     # Each removal makes the next: item d, then u3 (left with b), then b, then u1 (left with a).
     histories = [("u1", ("a", "b")), ("u2", ("a", "c")), ("u3", ("b", "d")), ("u4", ("a", "c"))]
-    kept, rounds, users, interactions = transforms.kcore(histories, 2, 2)
+    kept, rounds, users, interactions = algorithms.kcore(histories, 2, 2)
     assert kept == [("u2", ("a", "c")), ("u4", ("a", "c"))]
     assert (rounds, users, interactions) == (4, 2, 4)
     assert dict(kept) == {u: tuple(i) for u, i in _reference_kcore(dict(histories), 2, 2).items()}
 
     def build(p):
-        out = p | beam.Create(histories) | transforms.KCore(2, 2)
+        out = p | beam.Create(histories) | steps.KCore(2, 2, max_rounds=6)
         assert_that(out["histories"], equal_to(kept), label="Kept")
         assert_that(
             out["stats"],
             _stats(
                 {
-                    transforms.KCORE_ROUNDS: 4,
-                    transforms.DROPPED_BY_KCORE_USERS: 2,
-                    transforms.DROPPED_BY_KCORE_INTERACTIONS: 4,
+                    steps.KCORE_ROUNDS: 4,
+                    steps.DROPPED_BY_KCORE_USERS: 2,
+                    steps.DROPPED_BY_KCORE_INTERACTIONS: 4,
                 }
             ),
             label="Stats",
@@ -137,22 +139,103 @@ def test_kcore_equals_the_reference_loop(seed):
         (f"u{u}", tuple(f"i{i}" for i in rng.zipf(1.6, size=rng.integers(1, 15)) % 60))
         for u in range(200)
     ]
-    kept, _, _, _ = transforms.kcore(histories, 5, 4)
+    kept, _, _, _ = algorithms.kcore(histories, 5, 4)
     expected = _reference_kcore(dict(histories), 5, 4)
     assert dict(kept) == {u: tuple(items) for u, items in expected.items()}
     assert len(kept) > 10  # the example is not trivially empty
+
+
+def _chain(length, prefix="c"):
+    """Users u_k = (i_k, i_k+1): with 2-cores, each round peels one user off each end."""
+    return [
+        (f"{prefix}u{k:03d}", (f"{prefix}i{k:03d}", f"{prefix}i{k + 1:03d}")) for k in range(length)
+    ]
+
+
+def _random_graph(seed):
+    rng = np.random.default_rng(seed)
+    return [
+        (f"u{u}", tuple(f"i{i}" for i in rng.zipf(1.5, size=rng.integers(1, 12)) % 80))
+        for u in range(150)
+    ]
+
+
+def test_distributed_kcore_equals_the_reference_on_random_graphs_and_chains():
+    """The unrolled rounds give `algorithms.kcore`'s histories and stats: random power-law graphs
+    (several cores), a chain that needs many rounds (peeled one user per end and round) and a
+    chain joined to a dense core (which survives)."""
+    dense = [(f"d{u}", tuple(f"x{(u + k) % 6}" for k in range(4))) for u in range(6)]
+    cases = [
+        (_random_graph(seed), uc, ic)
+        for seed, (uc, ic) in enumerate([(5, 4), (3, 3), (4, 6), (2, 2)])
+    ]
+    cases += [(_chain(13), 2, 2), (dense + _chain(9, "e") + [("bridge", ("x0", "ei000"))], 2, 2)]
+    expected = []
+    for histories, uc, ic in cases:
+        kept, rounds, users, interactions = algorithms.kcore(histories, uc, ic)
+        expected.append(
+            (
+                kept,
+                {
+                    steps.KCORE_ROUNDS: rounds,
+                    steps.DROPPED_BY_KCORE_USERS: users,
+                    steps.DROPPED_BY_KCORE_INTERACTIONS: interactions,
+                },
+            )
+        )
+    assert expected[4][1][steps.KCORE_ROUNDS] == 13 and not expected[4][0]
+    assert expected[5][0] and expected[5][1][steps.KCORE_ROUNDS] == 20
+    assert all(len(kept) > 5 for kept, _ in expected[:3])
+
+    def build(p):
+        for k, ((histories, uc, ic), (kept, stats)) in enumerate(zip(cases, expected)):
+            # Exactly as many rounds as the data needs (the check round then finds nothing).
+            rounds = stats[steps.KCORE_ROUNDS]
+            out = p | f"H{k}" >> beam.Create(histories) | f"K{k}" >> steps.KCore(uc, ic, rounds)
+            assert_that(out["histories"], equal_to(kept), label=f"Kept{k}")
+            assert_that(out["stats"], _stats(stats), label=f"Stats{k}")
+
+    _run(build)
+
+
+def test_distributed_kcore_fails_when_the_rounds_do_not_suffice():
+    histories = _chain(13)
+    _, rounds, _, _ = algorithms.kcore(histories, 2, 2)
+
+    def build(max_rounds):
+        p = test_pipeline.TestPipeline()
+        _ = p | beam.Create(histories) | steps.KCore(2, 2, max_rounds)
+        p.run().wait_until_finish()
+
+    build(rounds)  # exactly enough
+    with pytest.raises(Exception, match=f"--kcore_max_rounds={rounds - 1}"):
+        build(rounds - 1)
+
+
+def test_kcore_round_pieces():
+    assert algorithms.rare_item_users("i", iter([("a", 1), ("b", 2)]), 4) == [
+        ("a", "i"),
+        ("b", "i"),
+    ]
+    # Stops reading once the item is frequent enough: the rest may be endless.
+    assert algorithms.rare_item_users("i", itertools.repeat(("a", 1)), 4) == []
+    assert algorithms.apply_kcore_round(("x", "y"), ["x"], 3) == (None, 2)
+    assert algorithms.apply_kcore_round(("x", "y", "x", "z"), ["x"], 3) == (("y", "z"), 2)
+    assert algorithms.apply_kcore_round(("x", "x", "x"), ["x"], 3) == (None, 3)
+    assert algorithms.apply_kcore_round(("x", "y", "z"), [], 3) == (("x", "y", "z"), 0)
 
 
 def test_assign_ids_sorted_raw_ids():
     histories = [("bob", ("x2", "x1")), ("al", ("x3", "x2", "x2"))]
 
     def build(p):
-        out = p | beam.Create(histories) | transforms.AssignIds(keep_raw_ids=False)
+        out = p | beam.Create(histories) | steps.AssignIds(keep_raw_ids=False)
         assert_that(out["histories"], equal_to([(2, (2, 1)), (1, (3, 2, 2))]), label="H")
-        assert_that(out["sorted"], equal_to([[(1, (3, 2, 2)), (2, (2, 1))]]), label="Sorted")
-        assert_that(out["item_vocab"], equal_to([["x1", "x2", "x3"]]), label="Items")
-        assert_that(out["user_vocab"], equal_to([["al", "bob"]]), label="Users")
+        assert_that(out["item_vocab"], equal_to([(1, "x1"), (2, "x2"), (3, "x3")]), label="I")
+        assert_that(out["user_vocab"], equal_to([(1, "al"), (2, "bob")]), label="Users")
         assert_that(out["item_ids"], equal_to([("x1", 1), ("x2", 2), ("x3", 3)]), label="Pairs")
+        assert_that(out["num_items"], equal_to([3]), label="NumItems")
+        assert_that(out["num_users"], equal_to([2]), label="NumUsers")
 
     _run(build)
 
@@ -161,13 +244,41 @@ def test_assign_ids_keeps_s3rec_ids():
     histories = [(4, (7, 2)), (1, (2, 5))]
 
     def build(p):
-        out = p | beam.Create(histories) | transforms.AssignIds(keep_raw_ids=True)
+        out = p | beam.Create(histories) | steps.AssignIds(keep_raw_ids=True)
         assert_that(out["histories"], equal_to(histories), label="H")
         assert_that(out["item_ids"], equal_to([(2, 2), (5, 5), (7, 7)]), label="Pairs")
-        assert_that(out["item_vocab"], equal_to([[str(k) for k in range(1, 8)]]), label="Items")
-        assert_that(out["user_vocab"], equal_to([["1", "2", "3", "4"]]), label="Users")
+        assert_that(out["item_vocab"], equal_to([(k, str(k)) for k in range(1, 8)]), label="I")
+        assert_that(out["user_vocab"], equal_to([(k, str(k)) for k in range(1, 5)]), label="U")
+        assert_that(out["num_items"], equal_to([7]), label="NumItems")
 
     _run(build)
+
+
+@pytest.mark.parametrize("per_bucket", [1, 3, 1000])
+def test_dense_rank_equals_sorting_whatever_the_buckets(per_bucket):
+    rng = np.random.default_rng(per_bucket)
+    values = sorted({f"v{int(x)}" for x in rng.integers(0, 10**6, size=300)})
+    shuffled = [values[k] for k in rng.permutation(len(values))]
+
+    def build(p):
+        out = p | beam.Create(shuffled) | steps.DenseRank(per_bucket=per_bucket, sample_size=40)
+        assert_that(out["ranks"], equal_to([(v, k) for k, v in enumerate(values, 1)]), label="R")
+        assert_that(out["count"], equal_to([len(values)]), label="N")
+
+    _run(build)
+
+
+def test_rank_helpers():
+    bounds = algorithms.bucket_boundaries(range(100), 100, 10)
+    assert len(bounds) == 9 and bounds == sorted(bounds)
+    assert algorithms.bucket_boundaries([5], 1, 10) == []
+    assert algorithms.rank_offsets({2: 5, 0: 3, 7: 1}) == {0: 0, 2: 3, 7: 8}
+    assert algorithms.rank_bucket(["b", "a"], 10) == [("a", 11), ("b", 12)]
+    assert (
+        algorithms.stable_hash("abc")
+        == algorithms.stable_hash("abc")
+        != algorithms.stable_hash("abd")
+    )
 
 
 def test_build_item_attributes():
@@ -184,9 +295,12 @@ def test_build_item_attributes():
         out = {
             "attributes": p | f"A{min_count}" >> beam.Create(attributes),
             "item_ids": p | f"I{min_count}" >> beam.Create(item_ids),
-        } | f"Build{min_count}" >> transforms.BuildItemAttributes(min_count, False)
-        assert_that(out["table"], equal_to([table]), label=f"Table{min_count}")
-        assert_that(out["attribute_vocab"], equal_to([vocab]), label=f"Vocab{min_count}")
+        } | f"Build{min_count}" >> steps.BuildItemAttributes(min_count, False)
+        assert_that(out["table"], equal_to(list(table.items())), label=f"Table{min_count}")
+        assert_that(
+            out["attribute_vocab"], equal_to(list(enumerate(vocab, 1))), label=f"Vocab{min_count}"
+        )
+        assert_that(out["num_attributes"], equal_to([len(vocab)]), label=f"N{min_count}")
 
     def both(p):
         build(p, 1, {1: [1, 3, 4], 2: [2, 3], 3: []}, ["brand-a", "brand-b", "cat", "sub"])
@@ -200,19 +314,11 @@ def test_build_item_attributes_keeps_s3rec_ids():
         out = {
             "attributes": p | "A" >> beam.Create([(1, (5, 2)), (2, (2,)), (9, (8,))]),
             "item_ids": p | "I" >> beam.Create([(1, 1), (2, 2)]),
-        } | transforms.BuildItemAttributes(1, True)
-        assert_that(out["table"], equal_to([{1: [2, 5], 2: [2]}]), label="Table")
-        assert_that(out["attribute_vocab"], equal_to([["1", "2", "3", "4", "5"]]), label="Vocab")
-
-    _run(build)
-
-
-def test_gather_gives_one_list_even_when_empty():
-    def build(p):
-        some = p | "Some" >> beam.Create([3, 1, 2]) | "G1" >> transforms.Gather()
-        assert_that(some | beam.Map(sorted), equal_to([[1, 2, 3]]), label="Some")
-        none = p | "None" >> beam.Create([]) | "G2" >> transforms.Gather()
-        assert_that(none, equal_to([[]]), label="Empty")
+        } | steps.BuildItemAttributes(1, True)
+        assert_that(out["table"], equal_to([(1, [2, 5]), (2, [2])]), label="Table")
+        assert_that(
+            out["attribute_vocab"], equal_to([(k, str(k)) for k in range(1, 6)]), label="Vocab"
+        )
 
     _run(build)
 
@@ -226,7 +332,12 @@ def _read(pattern, features):
     ], files
 
 
-def test_write_examples(tmp_path):
+@pytest.mark.parametrize("users_per_block,positions_per_block", [(20_000, 1 << 16), (2, 5)])
+def test_write_examples(tmp_path, monkeypatch, users_per_block, positions_per_block):
+    """Blocks of users and of long-sequence positions, however small, give the examples that the
+    whole long sequence gives."""
+    monkeypatch.setattr(steps, "USERS_PER_BLOCK", users_per_block)
+    monkeypatch.setattr(steps, "POSITIONS_PER_BLOCK", positions_per_block)
     out = str(tmp_path)
     rng = np.random.default_rng(0)
     num_items = 30
@@ -234,23 +345,31 @@ def test_write_examples(tmp_path):
         (u, tuple(rng.integers(1, num_items + 1, size=rng.integers(3, 12)).tolist()))
         for u in range(1, 12)
     ]
-    long_sequence = transforms.long_sequence(histories)
+    long_sequence = algorithms.long_sequence(histories)
 
     def build(p):
-        counts = (
-            p
-            | "H" >> beam.Create(histories)
-            | transforms.WriteExamples(
-                out,
-                long_sequence=p | "L" >> beam.Create([long_sequence]),
-                num_items=p | "N" >> beam.Create([num_items]),
-                num_shards=3,
-                dupe_factor=2,
-                max_seq_length=5,
-                mask_prob=0.2,
-                num_negatives=7,
-                seed=3,
-            )
+        hs = p | "H" >> beam.Create(histories)
+        num_shards = p | "S" >> beam.Create([3])
+        segments = hs | steps.NegativeSegments(
+            out,
+            schema.SEQUENCES_FILE,
+            num_shards=num_shards,
+            dupe_factor=2,
+            max_seq_length=5,
+            seed=3,
+        )
+        _ = segments["sequence_parts"] | writers.JoinParts(out, schema.SEQUENCES_FILE)
+        assert_that(segments["num_interactions"], equal_to([len(long_sequence)]), label="T")
+        counts = {"histories": hs, "segments": segments["segments"]} | steps.WriteExamples(
+            out,
+            num_items=p | "N" >> beam.Create([num_items]),
+            num_shards=num_shards,
+            num_interactions=segments["num_interactions"],
+            dupe_factor=2,
+            max_seq_length=5,
+            mask_prob=0.2,
+            num_negatives=7,
+            seed=3,
         )
         per_dupe = sum(pe.num_pretrain_examples(len(items), 5) for _, items in histories)
         assert_that(
@@ -268,6 +387,8 @@ def test_write_examples(tmp_path):
         )
 
     _run(build)
+    with open(os.path.join(out, schema.SEQUENCES_FILE)) as f:
+        assert f.read() == algorithms.sequences_text(histories)
     negatives = dict(
         zip(
             [u for u, _ in histories],
@@ -321,20 +442,20 @@ def test_write_dead_letters_sorts_and_counts(tmp_path):
     ]
 
     def build(p):
-        counts = (
+        written = (
             p
             | beam.Create(letters)
-            | transforms.WriteDeadLetters(
+            | writers.WriteDeadLetters(
                 str(tmp_path), [parse.BAD_JSON, parse.BAD_TIME, parse.BAD_RATING]
             )
         )
         assert_that(
-            counts,
+            written["counts"],
             equal_to([{parse.BAD_JSON: 2, parse.BAD_RATING: 0, parse.BAD_TIME: 1}]),
         )
 
     _run(build)
-    with open(tmp_path / transforms.DEAD_LETTER_FILE) as f:
+    with open(tmp_path / writers.DEAD_LETTER_FILE) as f:
         written = [json.loads(line) for line in f]
     assert [(d["file"], d["line"]) for d in written] == [("a", None), ("a", 9), ("b", 2)]
 
@@ -351,13 +472,13 @@ def test_remove_previous_outputs_only_touches_job_files(tmp_path):
     for name in ours + theirs:
         os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
         (tmp_path / name).write_text("x")
-    removed = transforms.remove_previous_outputs(str(tmp_path))
+    removed = config.remove_previous_outputs(str(tmp_path), job.JOB_FILES)
     assert sorted(os.path.relpath(p, tmp_path) for p in removed) == sorted(ours)
     assert all((tmp_path / name).exists() for name in theirs)
 
 
 def test_item_attribute_table_counts_items_not_records():
-    table, vocab = transforms.attribute_table(
+    table, vocab = algorithms.attribute_table(
         [(1, ("a", "b")), (2, ("a",)), (3, ("c",))], min_count=2, keep_raw_ids=False
     )
     assert table == {1: [1], 2: [1], 3: []} and vocab == ["a"]
