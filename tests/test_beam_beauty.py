@@ -42,13 +42,51 @@ def _beauty(beauty_dir):
 
 
 @pytest.fixture(scope="module")
-def s3rec_out(beauty_dir, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("beauty") / "out")
-    sequences, item2attributes = _beauty(beauty_dir)
-    preprocess.run(
-        ["--sequences", sequences, "--item2attributes", item2attributes, "--output", out]
+def beauty_job(beauty_dir, tmp_path_factory):
+    """run(input_format, workers) -> (output dir, raw files or None): the job on Beauty with
+    GOLDEN_FLAGS, from the S3-Rec files or from dirty raw 2014 files (`_dirty_raw`), on one
+    worker or two processes; each combination runs once per module and several tests read it."""
+    runs = {}
+
+    def run(input_format, workers):
+        if (input_format, workers) not in runs:
+            root = tmp_path_factory.mktemp(f"beauty-{input_format}-{workers}")
+            sequences, item2attributes = _beauty(beauty_dir)
+            raw = None
+            if input_format == "s3rec":
+                inputs = ["--sequences", sequences, "--item2attributes", item2attributes]
+            else:
+                raw = _dirty_raw(sequences, item2attributes, str(root / "raw"))
+                inputs = ["--reviews", raw.reviews, "--metadata", raw.metadata]
+            runner = (
+                ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+                if workers == 2
+                else ["--direct_num_workers=1"]
+            )
+            out = str(root / "out")
+            preprocess.run([*inputs, "--output", out, *GOLDEN_FLAGS, *runner])
+            runs[input_format, workers] = out, raw
+        return runs[input_format, workers]
+
+    return run
+
+
+def _dirty_raw(sequences, item2attributes, directory):
+    """Beauty as raw 2014 files with ids in the S3-Rec order, ties in time and bad lines."""
+    return raw_format.write_raw_amazon(
+        sequences,
+        item2attributes,
+        directory,
+        ids="ordered",
+        seed=3,
+        tie_prob=0.3,
+        bad_lines_per_kind=2,
     )
-    return out
+
+
+@pytest.fixture(scope="module")
+def s3rec_out(beauty_job):
+    return beauty_job("s3rec", 1)[0]
 
 
 def test_beauty_statistics_and_files(beauty_dir, s3rec_out):
@@ -81,21 +119,10 @@ def test_beauty_statistics_and_files(beauty_dir, s3rec_out):
     assert _count(test) == 22_363
 
 
-def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
+def test_beauty_from_dirty_raw_files(beauty_job, s3rec_out):
     """Ordered raw ids reproduce the S3-Rec ids, so every data file must equal the S3-Rec run's
     byte for byte, bad lines notwithstanding; ties in time are broken by asin."""
-    sequences, item2attributes = _beauty(beauty_dir)
-    raw = raw_format.write_raw_amazon(
-        sequences,
-        item2attributes,
-        str(tmp_path / "raw"),
-        ids="ordered",
-        seed=3,
-        tie_prob=0.3,
-        bad_lines_per_kind=2,
-    )
-    out = str(tmp_path / "out")
-    preprocess.run(["--reviews", raw.reviews, "--metadata", raw.metadata, "--output", out])
+    out, raw = beauty_job("raw", 1)
     metadata = _metadata(out)
     assert metadata["num_bad_records"] == raw.expected_bad_records
     assert sum(raw.expected_bad_records.values()) == 2 * (
@@ -114,7 +141,7 @@ def test_beauty_from_dirty_raw_files(beauty_dir, s3rec_out, tmp_path):
 
     expected, written = tree_bytes(s3rec_out), tree_bytes(out)
     data_files = [p for p in expected if p.endswith(DATA_FILES_SUFFIXES)]
-    assert len(data_files) == 4 * 4 + 2
+    assert len(data_files) == (2 + 3) * 4 + 2  # 2 pretraining duplicates, 3 splits
     for path in data_files:
         assert written[path] == expected[path], path
     assert _lines(os.path.join(out, schema.ITEM_VOCAB)) == [
@@ -200,34 +227,13 @@ def _sha256_tree(directory, replace=None):
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("input_format", ["s3rec", "raw"])
-def test_byte_identical_to_the_job_before_the_scale_out(
-    beauty_dir, tmp_path, input_format, workers
-):
+def test_byte_identical_to_the_job_before_the_scale_out(beauty_job, input_format, workers):
     """Every file, byte for byte, as the job at commit 92809eb wrote it with the same flags, from
     the S3-Rec format and from dirty raw 2014 files, on one worker and on two processes."""
-    sequences, item2attributes = _beauty(beauty_dir)
-    if input_format == "s3rec":
-        inputs, replace = ["--sequences", sequences, "--item2attributes", item2attributes], None
-    else:
-        raw_dir = str(tmp_path / "raw")
-        raw = raw_format.write_raw_amazon(
-            sequences,
-            item2attributes,
-            raw_dir,
-            ids="ordered",
-            seed=3,
-            tie_prob=0.3,
-            bad_lines_per_kind=2,
-        )
-        inputs = ["--reviews", raw.reviews, "--metadata", raw.metadata]
-        replace = (raw_dir.encode(), RAW_DIR_AT_92809EB.encode())
-    runner = (
-        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
-        if workers == 2
-        else ["--direct_num_workers=1"]
-    )
-    out = str(tmp_path / "out")
-    preprocess.run([*inputs, "--output", out, *GOLDEN_FLAGS, *runner])
+    out, raw = beauty_job(input_format, workers)
+    replace = None
+    if raw is not None:  # dead letters name the raw files by path
+        replace = (os.path.dirname(raw.reviews).encode(), RAW_DIR_AT_92809EB.encode())
     written = _sha256_tree(out, replace)
     golden = GOLDEN_92809EB[input_format]
     assert sorted(written) == sorted(golden)
