@@ -359,15 +359,7 @@ def meta_attributes(record: dict) -> Optional[tuple[str, ...]]:
             if not isinstance(path, (list, tuple)) or not all(isinstance(c, str) for c in path):
                 return None
             names.update(c for c in path[1:] if c.strip())
-    brand = record.get("brand")
-    if brand is not None:
-        if not isinstance(brand, str):
-            return None
-        if brand.strip():
-            names.add(brand)
-    if any("\n" in n or "\r" in n for n in names):
-        return None
-    return tuple(sorted(names))
+    return _with_brand(names, record.get("brand"))
 
 
 def meta_attributes_2023(record: dict) -> Optional[tuple[str, ...]]:
@@ -388,6 +380,12 @@ def meta_attributes_2023(record: dict) -> Optional[tuple[str, ...]]:
     if store is not None and not isinstance(store, str):
         return None
     brand = store if store is not None and store.strip() else (details or {}).get("Brand")
+    return _with_brand(names, brand)
+
+
+def _with_brand(names: set, brand) -> Optional[tuple[str, ...]]:
+    """The attribute names plus a non-blank brand, distinct and sorted; None when the brand is
+    not a string or a name holds a line break (it could not round-trip through the vocab file)."""
     if brand is not None:
         if not isinstance(brand, str):
             return None
