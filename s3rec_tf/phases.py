@@ -102,9 +102,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
             config, metadata["num_items"], metadata["num_attributes"], item_attributes
         )
         model.build()  # every weight and dropout exists before the checkpoint is restored
-        model.compile(
-            optimizer=runtime.adam(settings.learning_rate), jit_compile=config.jit_compile
-        )
+        runtime.compile_for_training(model, settings.learning_rate, config.jit_compile)
         state = callbacks_lib.ResumableTraining(
             run_dir_lib.checkpoint_dir(run_dir, "pretrain"), strategy, stop_after_epoch=True
         )
@@ -197,9 +195,7 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         model = builders.recommender_from_config(config, encoder, targets_per_example)
         model(tf.zeros([1, 1], tf.int32))  # creates the weights before they are loaded
         init = init_encoder(config, encoder, run_dir)
-        model.compile(
-            optimizer=runtime.adam(settings.learning_rate), jit_compile=config.jit_compile
-        )
+        runtime.compile_for_training(model, settings.learning_rate, config.jit_compile)
         state = callbacks_lib.ResumableTraining(
             run_dir_lib.checkpoint_dir(run_dir, "finetune"),
             strategy,

@@ -7,7 +7,7 @@ from test_encoder import numpy_encoder
 
 import keras_models  # noqa: F401  (Keras 2 first)
 from keras_models import S3RecEncoder, S3RecPretrainHeads
-from s3rec_tf import builders, schema
+from s3rec_tf import builders, runtime, schema
 from s3rec_tf import config as config_lib
 from s3rec_tf.pretrain import OBJECTIVES, S3RecPretrainer, attribute_id_table
 from s3rec_tf.reference import load_reference_weights
@@ -180,7 +180,7 @@ def _dataset(examples, batch_size):
 @pytest.mark.parametrize("jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_fit_logs_every_objective_and_updates_every_weight(jit_compile):
     model = _tiny_model(seed=5, dropout=0.1)
-    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+    runtime.compile_for_training(model, 1e-3, jit_compile)  # what the training CLI uses
     examples = make_examples(12, NUM_ITEMS, 8, seed=6)
     if jit_compile:
         # XLA compiles once per batch shape: keep to one shape so the test stays fast.
@@ -189,6 +189,9 @@ def test_fit_logs_every_objective_and_updates_every_weight(jit_compile):
         data = _dataset(examples, 5)  # widths vary per batch, and a partial last batch of 2
     before = [w.numpy() for w in model.trainable_weights]
     history = model.fit(data, epochs=1, verbose=0)
+    # The optimizer's slots existed before the first step, so the train step was traced once
+    # (a tf.function that creates variables is traced again), whatever the batch widths.
+    assert model.train_function.experimental_get_tracing_count() == 1
     assert set(history.history) == {"aap_loss", "mip_loss", "map_loss", "sp_loss", "loss"}
     assert all(np.isfinite(v[0]) for v in history.history.values())
     changed = [not np.array_equal(w.numpy(), b) for w, b in zip(model.trainable_weights, before)]
