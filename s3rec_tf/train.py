@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import logging
 import os
 import sys
@@ -116,19 +117,28 @@ def sample_data_dir() -> str:
         "S3REC_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "s3rec_tf")
     )
     out = os.path.join(cache, f"sample-v{schema.FORMAT_VERSION}")
-    if not os.path.exists(os.path.join(out, schema.METADATA_FILE)):
-        import beam_pipelines
-        from beam_pipelines import preprocess
+    metadata = os.path.join(out, schema.METADATA_FILE)
+    if os.path.exists(metadata):
+        return out
+    os.makedirs(cache, exist_ok=True)
+    # Processes started together (a sweep, parallel tests) build it once: the others wait on the
+    # lock, then find it complete. The job writes metadata.json last, so a build that was killed
+    # leaves none and is redone (the job first removes what it left).
+    with open(out + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(metadata):
+            import beam_pipelines
+            from beam_pipelines import preprocess
 
-        raw = os.path.join(os.path.dirname(beam_pipelines.__file__), "sample_data")
-        logger.info("Preprocessing the bundled sample into %s (once).", out)
-        preprocess.run(
-            [
-                *("--reviews", os.path.join(raw, "reviews_Sample_5.json.gz")),
-                *("--metadata", os.path.join(raw, "meta_Sample.json.gz")),
-                *("--output", out, "--dupe_factor", "2"),
-            ]
-        )
+            raw = os.path.join(os.path.dirname(beam_pipelines.__file__), "sample_data")
+            logger.info("Preprocessing the bundled sample into %s (once).", out)
+            preprocess.run(
+                [
+                    *("--reviews", os.path.join(raw, "reviews_Sample_5.json.gz")),
+                    *("--metadata", os.path.join(raw, "meta_Sample.json.gz")),
+                    *("--output", out, "--dupe_factor", "2"),
+                ]
+            )
     return out
 
 

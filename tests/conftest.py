@@ -15,6 +15,12 @@ BEAUTY_DIR = os.path.join(SHARED, "data", "beauty")
 REFERENCE_NPZ = os.path.join(SHARED, "reference", "s3rec_reference_beauty.npz")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pytest.ini): one worker per core, at most 4. Each worker loads TensorFlow and
+    some tests start training subprocesses, so more workers would trade memory for little time."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 @pytest.fixture(scope="session")
 def beauty_dir():
     if not os.path.exists(os.path.join(BEAUTY_DIR, "Beauty.txt")):

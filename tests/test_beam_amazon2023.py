@@ -5,16 +5,18 @@ several k-core rounds (too few rounds fail cleanly)."""
 import gzip
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from beam_pipelines import algorithms, parse, preprocess, sample_data, writers
 from benchmarks import synthetic_data
-from s3rec_tf import schema
+from s3rec_tf import config as config_lib
+from s3rec_tf import phases, schema
 
 from tree_bytes import tree_bytes  # noqa: E402
+
+# One worker builds the module fixtures once (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("amazon2023_sample")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "beam_pipelines", "sample_data")
@@ -213,6 +215,10 @@ def test_2023_sample_gives_the_2014_sample_outputs(sample_2014, tmp_path, input_
         "num_split_examples",
     ):
         assert metadata[key] == expected[key], key
+    # Training's checks before any work accept it. The data files are the 2014 sample's bytes,
+    # and training on the job's output of that sample is tested in test_beam_to_training.py.
+    config = config_lib.load("sample").replace(**{"data.data_dir": str(out)}).validate()
+    assert phases.check_inputs(config) == metadata
 
 
 def test_bad_2023_lines_are_dead_lettered_by_the_job(sample_2014, tmp_path):
@@ -309,43 +315,6 @@ def test_too_few_kcore_rounds_stop_the_job_without_metadata(synthetic, tmp_path)
             ]
         )
     assert not (out / schema.METADATA_FILE).exists()
-
-
-@pytest.mark.slow
-def test_the_2023_sample_trains(tmp_path):
-    data = tmp_path / "data"
-    _run(
-        data,
-        "--reviews",
-        os.path.join(SAMPLE, sample_data.REVIEWS_2023_FILE),
-        "--metadata",
-        os.path.join(SAMPLE, sample_data.META_2023_FILE),
-        "--dupe_factor",
-        2,
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "s3rec_tf.train",
-            "--config",
-            "sample",
-            "--data",
-            str(data),
-            "--pretrain_epochs",
-            "1",
-            "--finetune_epochs",
-            "1",
-            "--output",
-            str(tmp_path / "run"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert os.listdir(tmp_path / "run")
 
 
 def test_kcore_reference_on_parsed_synthetic_events():

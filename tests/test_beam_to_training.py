@@ -1,11 +1,10 @@
 """The Beam job's own output feeds training: the bundled sample through
-`beam_pipelines.preprocess`, then `train.main` on that directory; and the README's first command.
+`beam_pipelines.preprocess`, then `train.main` on that directory. (The README's first command, which
+preprocesses the sample itself, runs in tests/test_packaging.py.)
 """
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -79,40 +78,3 @@ def test_training_on_the_beam_jobs_output_of_the_bundled_sample(tmp_path):
     # Every user of the Beam output is evaluated (metrics are multiples of 1/496).
     hits = on_disk["test"]["sampled"]["hr@20"] * metadata["num_users"]
     assert abs(hits - round(hits)) < 1e-3 and round(hits) > 0
-
-
-def test_the_readmes_first_command(tmp_path):
-    """`python -m s3rec_tf.train --rank 16 --config sample --output runs/sample`, exactly, from a
-    cold cache: the bundled sample preprocessed by Beam on first use, then the sample preset."""
-    run = tmp_path / "runs" / "sample"
-    env = dict(os.environ, S3REC_CACHE=str(tmp_path / "cache"))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "s3rec_tf.train",
-            "--rank",
-            "16",
-            "--config",
-            "sample",
-            "--output",
-            str(run),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3000,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    cached = [d for d in os.listdir(tmp_path / "cache") if d.startswith("sample-v")]
-    assert len(cached) == 1
-    results = json.load(open(run / "results.json"))
-    assert results["config"]["data"]["data_dir"] == str(tmp_path / "cache" / cached[0])
-    assert results["config"]["model"]["aap_rank"] == 16
-    assert results["pretrain"]["epochs"] == 10
-    assert 1 <= results["finetune"]["epochs_run"] <= 30
-    # Chance is 0.10 (1 target among 100 candidates); on the sample a last-item transition
-    # recommender reaches 0.70 (README).
-    assert results["test"]["sampled"]["hr@10"] > 0.3
-    assert "Test: sampled HR@10" in out.stderr

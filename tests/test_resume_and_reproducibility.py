@@ -17,7 +17,8 @@ from s3rec_tf import train
 
 from dataset_fixture import small_dataset  # noqa: E402
 
-pytestmark = pytest.mark.slow
+# One worker builds the shared runs once (pytest-xdist --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume_runs")]
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 2, 2
 SMALL = [

@@ -1,5 +1,6 @@
-"""Edges that must explain themselves instead of crashing: damaged data, and two processes on one
-run directory (the second is refused at once; a directory left by a killed process resumes)."""
+"""Edges that must explain themselves instead of crashing: damaged data, two processes on one
+run directory (the second is refused at once; a directory left by a killed process resumes), and
+runs started together on a machine without the bundled sample's cache."""
 
 import glob
 import os
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -127,9 +129,36 @@ def test_second_process_is_refused_and_a_killed_run_still_resumes(data_dir, tmp_
         first.wait()
     assert lock_file.exists()  # left behind by the killed process
     done = _epochs_checkpointed(run)
+    status = run_dir_lib.run_status(str(run))
+    assert status["state"] == "pretraining" and status["pretrain"]["epochs"] == 30
+    assert status["pretrain"]["epochs_done"] == done and status["pretrain"]["seconds"] > 0
+    assert status["finetune"]["epochs_done"] == 0
     results = train.main(
         [*_command(data_dir, run)[3:], "--pretrain_epochs", str(done + 1), "--verbose", "0"]
         + ["--finetune_epochs", "1"]
     )
     assert results["pretrain"]["resumed_at_epoch"] >= done >= 1
     assert not lock_file.exists()
+
+
+def test_runs_started_together_preprocess_the_bundled_sample_once(tmp_path, monkeypatch):
+    """A sweep's first runs, or parallel tests, on a cold cache: one builds it, the others wait
+    and read the finished directory (the job removes earlier outputs, so two builds would clash)."""
+    from beam_pipelines import preprocess
+
+    monkeypatch.setenv("S3REC_CACHE", str(tmp_path / "cache"))
+    builds = []
+
+    def slow_job(argv):
+        out = argv[argv.index("--output") + 1]
+        builds.append(out)
+        time.sleep(1.0)  # long enough for every caller to arrive while the build runs
+        os.makedirs(out)
+        with open(os.path.join(out, schema.METADATA_FILE), "w") as f:
+            f.write("{}")
+
+    monkeypatch.setattr(preprocess, "run", slow_job)
+    with ThreadPoolExecutor(3) as pool:
+        found = list(pool.map(lambda _: train.sample_data_dir(), range(3)))
+    assert len(builds) == 1 and found == builds * 3
+    assert train.sample_data_dir() == builds[0] and len(builds) == 1

@@ -2,11 +2,8 @@
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -162,46 +159,6 @@ def _read_csv(path):
 
     with open(path) as f:
         return list(csv.DictReader(f))
-
-
-@pytest.mark.slow
-def test_killed_run_resumes(data_dir, tmp_path):
-    """SIGKILL in the middle of pretraining; the rerun starts after the last finished epoch."""
-    run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "s3rec_tf.train",
-        *_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1"),
-    ]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = run / "pretrain" / "checkpoints"
-
-    def epochs_checkpointed():
-        # The manager's state file names a checkpoint only once it is complete (its .index file
-        # appears earlier), so that is what a resume can use.
-        state = checkpoints / "checkpoint"
-        found = (
-            re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', state.read_text(), re.M)
-            if state.exists()
-            else None
-        )
-        return int(found.group(1)) if found else 0
-
-    deadline = time.time() + 240
-    while time.time() < deadline and epochs_checkpointed() < 2:
-        time.sleep(0.5)
-    done = epochs_checkpointed()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert done >= 2, "fewer than 2 epochs finished before the kill"
-    status = run_dir_lib.run_status(str(run))
-    assert status["state"] == "pretraining" and status["pretrain"]["epochs"] == 30
-    # The kill may have come after a later epoch's checkpoint than the one seen above.
-    assert done <= status["pretrain"]["epochs_done"] < 30 and status["pretrain"]["seconds"] > 0
-    assert status["finetune"]["epochs_done"] == 0
-    results = train.main(_args(data_dir, run, "--pretrain_epochs", "30", "--finetune_epochs", "1"))
-    assert 30 > results["pretrain"]["resumed_at_epoch"] >= done
 
 
 MIRRORED_SCRIPT = """
