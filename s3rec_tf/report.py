@@ -278,8 +278,8 @@ def parameter_table(groups) -> list[str]:
 
 def timing_table(groups) -> list[str]:
     lines = [
-        "| model | pretraining s/epoch (mean over seeds) | fine-tuning s/epoch | pretraining h "
-        "(all seeds) | fine-tuning h (all seeds) |",
+        "| model | pretraining s/epoch (run medians, mean over seeds) | fine-tuning s/epoch | "
+        "pretraining h (all seeds) | fine-tuning h (all seeds) |",
         "|---|---|---|---|---|",
     ]
     for rank, runs in groups.items():

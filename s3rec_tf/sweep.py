@@ -37,6 +37,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -209,8 +210,10 @@ def run_entry(output: str, run: Run) -> dict:
     extra = read_json(os.path.join(directory, "sweep_run.json")) or {}
 
     def seconds_per_epoch(log):
+        # The median: an epoch that ran while the machine was busy, or across a pause of the
+        # sweep, moves it little.
         times = [row["epoch_seconds"] for row in log if row.get("epoch_seconds")]
-        return sum(times) / len(times) if times else None
+        return statistics.median(times) if times else None
 
     curve_keys = [k for k in (pretrain_log[0] if pretrain_log else {}) if k.endswith("_loss")]
     return {
