@@ -21,6 +21,12 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort): the two workers then end the suite on short tests
+    instead of one of them idling while the other runs a long one."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def beauty_dir():
     if not os.path.exists(os.path.join(BEAUTY_DIR, "Beauty.txt")):
