@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.common import machine  # noqa: E402
 from s3rec_tf import (
     builders,  # noqa: E402
+    runtime,  # noqa: E402
     schema,  # noqa: E402
 )
 from s3rec_tf import config as config_lib  # noqa: E402
@@ -54,9 +55,9 @@ def time_setting(config, metadata, item_attributes, data, rank, jit, epochs) -> 
     model = builders.pretrainer_from_config(
         config, metadata["num_items"], metadata["num_attributes"], item_attributes
     )
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(config.pretrain.learning_rate), jit_compile=jit
-    )
+    model.build()
+    # As the training CLI compiles it (optimizer slots made before the first traced step).
+    runtime.compile_for_training(model, config.pretrain.learning_rate, jit)
     seconds, logs = [], {}
     for epoch in range(epochs):
         start = time.perf_counter()
