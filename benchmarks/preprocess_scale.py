@@ -22,6 +22,7 @@ reports/preprocess_scale.md is rewritten from it and the run details kept in --w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -94,25 +95,35 @@ def _commit(checkout: str):
 
 def compare_outputs(after: str, before: str) -> dict:
     """Byte comparison of two output trees; metadata.json compared without its `config` (the
-    job's options, which name the output directory and list options added since)."""
+    job's options, which name the output directory and list options added since).
 
-    def files(root):
-        found = {}
-        for directory, _, names in os.walk(root):
-            for name in names:
-                path = os.path.join(directory, name)
-                with open(path, "rb") as f:
-                    found[os.path.relpath(path, root)] = f.read()
-        return found
-
-    a, b = files(after), files(before)
-    for tree in (a, b):
-        if "metadata.json" in tree:
-            metadata = json.loads(tree["metadata.json"])
-            metadata.pop("config", None)
-            tree["metadata.json"] = json.dumps(metadata, sort_keys=True).encode()
+    Files are compared by SHA-256 digests read in 1 MiB chunks: at scale the data files are
+    larger than what two of them should take in memory."""
+    a, b = _digests(after), _digests(before)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return {"files": len(set(a) | set(b)), "differing": differing}
+
+
+def _digests(root: str) -> dict:
+    """{relative path: SHA-256 hex digest} of every file under `root` (metadata.json: of its
+    content without `config`)."""
+    found = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            digest = hashlib.sha256()
+            relative = os.path.relpath(path, root)
+            if relative == "metadata.json":
+                with open(path) as f:
+                    metadata = json.load(f)
+                metadata.pop("config", None)
+                digest.update(json.dumps(metadata, sort_keys=True).encode())
+            else:
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+            found[relative] = digest.hexdigest()
+    return found
 
 
 def run_job(checkout: str, reviews: str, metadata: str, output: str) -> dict:
