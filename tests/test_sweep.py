@@ -225,12 +225,11 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     tmp_path,
 ):
     out = tmp_path / "sweep"
-    env = dict(os.environ, S3REC_CACHE=str(tmp_path / "cache"))
+    # The runs use the bundled sample's shared cache (built once under a lock, test_run_edges):
+    # a cold cache of its own would only add a Beam job to the suite's longest test.
     first_run = sweep.run_dir(str(out), sweep.Run(4, 1))
     second_run = sweep.run_dir(str(out), sweep.Run("full", 1))
-    process = subprocess.Popen(
-        _sweep_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(_sweep_command(out), cwd=REPO, stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     # Kill once the first run has finished and the second one has started its pretraining.
     while not (
@@ -249,7 +248,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         assert time.time() < deadline, "a training process outlived the killed sweep"
         time.sleep(0.2)
 
-    done = subprocess.run(_sweep_command(out), cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(_sweep_command(out), cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 runs, 1 finished, 4 to do" in done.stdout
     assert open(os.path.join(first_run, "results.json"), "rb").read() == finished_bytes
@@ -278,7 +277,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     # Two seeds of one rank differ (the seed reaches the run), two ranks of one seed too.
     assert by_name["r4-s1"]["test"] != by_name["r4-s2"]["test"]
 
-    again = subprocess.run(_sweep_command(out), cwd=REPO, env=env, capture_output=True, text=True)
+    again = subprocess.run(_sweep_command(out), cwd=REPO, capture_output=True, text=True)
     assert again.returncode == 0 and "5 runs, 5 finished, 0 to do" in again.stdout
 
     rendered = subprocess.run(
