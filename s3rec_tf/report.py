@@ -125,6 +125,10 @@ def _fmt(x: Optional[float], digits: int = 4) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _seeds(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
 def _signed(x: float) -> str:
     return f"{x:+.4f}"
 
@@ -202,7 +206,7 @@ def claims_table(groups) -> list[str]:
             if not runs:
                 ours.append("not run")
                 continue
-            ours.append(f"{_mean_sd_text(runs, 'sampled', metric)} ({len(runs)} seeds)")
+            ours.append(f"{_mean_sd_text(runs, 'sampled', metric)} ({_seeds(len(runs))})")
         lines.append(f"| {rank_label(rank)} | {hr:.4f} | {ours[0]} | {ndcg:.4f} | {ours[1]} |")
     return lines
 
@@ -222,7 +226,7 @@ def claim_verdict(groups) -> list[str]:
                 low, high = diff["interval"]
                 text += (
                     f" (95 % interval {_signed(low)} to {_signed(high)}, "
-                    f"{len(diff['seeds'])} seeds)"
+                    f"{_seeds(len(diff['seeds']))})"
                 )
             claimed = (
                 CLAIMED[16][0 if metric == "hr@10" else 1]
