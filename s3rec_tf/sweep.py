@@ -181,6 +181,7 @@ def archive_finetuning(directory: str, pretrain_epochs: int) -> str:
 
 
 def machine() -> str:
+    """CPU model, core count and OS, e.g. "AMD EPYC, 2 cores, Linux"."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
