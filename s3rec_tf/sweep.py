@@ -23,6 +23,12 @@ the run directory under `finetune-after-{N}-pretrain-epochs/`).
 SWEEP_DIR/sweep.json is rewritten after every finished run (`runs`: one entry per finished run,
 see `run_entry`; `pending`: the runs still to do); `python -m s3rec_tf.report SWEEP_DIR` turns it
 into sweep.md and the plots.
+
+Run directories are scratch (checkpoints, logs); the record is sweep.json. When the machine that
+held them is gone, `--carry_over OLD/sweep.json` (e.g. the copy committed under reports/) counts
+the runs it records as finished, after the same settings check as a run directory's results.json,
+and copies their entries into the new sweep.json instead of training them again. A carried-over
+run has no checkpoints here, so a longer --pretrain_epochs trains it again from the start.
 """
 
 from __future__ import annotations
@@ -240,13 +246,26 @@ def run_entry(output: str, run: Run) -> dict:
     }
 
 
-def write_sweep(output: str, runs: list[Run], meta: dict) -> dict:
-    finished = [r for r in runs if os.path.exists(os.path.join(run_dir(output, r), "results.json"))]
+def finished_here(output: str, run: Run) -> bool:
+    return os.path.exists(os.path.join(run_dir(output, run), "results.json"))
+
+
+def write_sweep(output: str, runs: list[Run], meta: dict, carried: Optional[dict] = None) -> dict:
+    """`carried`: {run: its entry in an earlier sweep.json}, for runs with no directory here."""
+    carried = carried or {}
+    entries = []
+    for run in runs:
+        if finished_here(output, run):
+            entries.append(run_entry(output, run))
+        elif run in carried:
+            entries.append(carried[run])
+    done = {e["name"] for e in entries}
     sweep = dict(
         meta,
         format_version=FORMAT_VERSION,
-        runs=[run_entry(output, r) for r in finished],
-        pending=[r.name for r in runs if r not in finished],
+        runs=entries,
+        pending=[r.name for r in runs if r.name not in done],
+        carried_over=sorted(r.name for r in carried if not finished_here(output, r)),
     )
     write_json(os.path.join(output, SWEEP_FILE), sweep)
     return sweep
@@ -376,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no_sasrec", action="store_true", help="leave out the SASRec baseline")
     p.add_argument("--output", required=True, help="sweep directory (runs/, sweep.json)")
+    p.add_argument(
+        "--carry_over",
+        metavar="SWEEP_JSON",
+        help="an earlier sweep.json (e.g. the committed copy) whose finished runs count as "
+        "finished when their run directories are gone",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
     p.add_argument("--poll_seconds", type=float, default=15.0, help="how often progress is checked")
     return p
@@ -440,6 +465,30 @@ def resolve(argv: Optional[list[str]] = None):
     return args, runs, train_flags, configs, metadata
 
 
+def _check_settings(run: Run, recorded: dict, wanted, where: str) -> Optional[tuple]:
+    """A finished run's config against the one asked for now: other settings stop the sweep;
+    returns (was, now) pretraining epochs when the pretraining is to be extended, else None."""
+    finished = config_lib.from_dict(recorded, source=where)
+    diff = {
+        k: v
+        for k, v in sorted(config_lib.differences(finished, wanted).items())
+        if k not in PLACE_AND_EXECUTION and k != "finetune.epochs"
+    }
+    pretrain = diff.pop("pretrain.epochs", None)
+    if diff:
+        fields = "; ".join(f"{k} = {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise SweepError(
+            f"{where} was trained with other settings ({fields}). Use another --output for "
+            "another study, or the same flags to continue this one."
+        )
+    if pretrain is not None and pretrain[1] < pretrain[0]:
+        raise SweepError(
+            f"{run.name} was pretrained for {pretrain[0]} epochs; --pretrain_epochs {pretrain[1]} "
+            "would shorten it. Use another --output."
+        )
+    return pretrain
+
+
 def check_finished_runs(output: str, runs: list[Run], configs: dict) -> list[Run]:
     """Finished runs made with other settings stop the sweep; those with a shorter pretraining
     than asked for are returned (their pretraining is to be extended)."""
@@ -448,28 +497,45 @@ def check_finished_runs(output: str, runs: list[Run], configs: dict) -> list[Run
         results = read_json(os.path.join(run_dir(output, run), "results.json"))
         if results is None:
             continue
-        finished = config_lib.from_dict(results["config"], source=f"{run.name}/results.json")
-        diff = {
-            k: v
-            for k, v in sorted(config_lib.differences(finished, configs[run]).items())
-            if k not in PLACE_AND_EXECUTION and k != "finetune.epochs"
-        }
-        pretrain = diff.pop("pretrain.epochs", None)
-        if diff:
-            fields = "; ".join(f"{k} = {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise SweepError(
-                f"{run_dir(output, run)} was trained with other settings ({fields}). Use another "
-                "--output for another study, or the same flags to continue this one."
-            )
-        if pretrain is not None:
-            was, now = pretrain
-            if now < was:
-                raise SweepError(
-                    f"{run.name} was pretrained for {was} epochs; --pretrain_epochs {now} would "
-                    "shorten it. Use another --output."
-                )
+        if _check_settings(run, results["config"], configs[run], run_dir(output, run)):
             to_extend.append(run)
     return to_extend
+
+
+def carried_over(path: str, output: str, runs: list[Run], configs: dict) -> dict:
+    """{run: entry} for the runs that the sweep.json at `path` records as finished and that have
+    no directory under `output`; checked like a run directory (same settings). Entries with a
+    shorter pretraining than asked for are left out: their checkpoints are not here, so they
+    train again."""
+    try:
+        recorded = read_json(path)
+    except json.JSONDecodeError as e:
+        raise SweepError(f"--carry_over {path}: not JSON ({e}).") from None
+    if recorded is None:
+        raise SweepError(f"--carry_over {path}: no such file.")
+    if recorded.get("format_version") != FORMAT_VERSION or not isinstance(
+        recorded.get("runs"), list
+    ):
+        raise SweepError(
+            f"--carry_over {path}: not a sweep.json of format {FORMAT_VERSION} (format_version "
+            f"{recorded.get('format_version')!r})."
+        )
+    by_name = {run.name: run for run in runs}
+    carried = {}
+    for i, entry in enumerate(recorded["runs"]):
+        run = by_name.get(entry.get("name"))
+        if run is None or finished_here(output, run):
+            continue
+        where = f"{path} runs[{i}] ({run.name})"
+        if _check_settings(run, entry["config"], configs[run], where):
+            print(
+                f"{run.name}: {path} records it with {entry['config']['pretrain']['epochs']} "
+                "pretraining epochs and its checkpoints are not here; it trains again",
+                flush=True,
+            )
+            continue
+        carried[run] = entry
+    return carried
 
 
 def sweep_meta(command: list[str], train_flags, metadata, counts) -> dict:
@@ -523,11 +589,15 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
         print(
             f"{run.name}: pretraining to be extended; its fine-tuning moved to {moved}", flush=True
         )
-    write_sweep(output, runs, meta)
-    todo = [r for r in runs if not os.path.exists(os.path.join(run_dir(output, r), "results.json"))]
+    carried = {}
+    if args.carry_over:
+        carried = carried_over(args.carry_over, output, runs, configs)
+    write_sweep(output, runs, meta, carried)
+    todo = [r for r in runs if not finished_here(output, r) and r not in carried]
+    from_record = f" ({len(carried)} carried over from {args.carry_over})" if carried else ""
     print(
-        f"sweep {output}: {len(runs)} runs, {len(runs) - len(todo)} finished, {len(todo)} to do "
-        f"({args.jobs} at a time)",
+        f"sweep {output}: {len(runs)} runs, {len(runs) - len(todo)} finished{from_record}, "
+        f"{len(todo)} to do ({args.jobs} at a time)",
         flush=True,
     )
     code_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -594,7 +664,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                         flush=True,
                     )
                     continue
-                sweep = write_sweep(output, runs, meta)
+                sweep = write_sweep(output, runs, meta, carried)
                 test = results["test"]
                 print(
                     f"{item.label()} finished in {_minutes(time.time() - item.start)}: "
@@ -607,7 +677,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
     finally:
         for item in active:
             item.process.terminate()
-    write_sweep(output, runs, meta)
+    write_sweep(output, runs, meta, carried)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", flush=True)
         return 1

@@ -100,6 +100,38 @@ def test_a_finished_run_with_other_settings_stops_the_sweep_and_a_longer_pretrai
         sweep.check_finished_runs(str(tmp_path), [run], {run: wanted})
 
 
+def test_runs_carried_over_from_an_earlier_sweep_json_are_checked_like_run_directories(tmp_path):
+    run, other = sweep.Run(16, 1), sweep.Run("full", 1)
+    wanted = config_lib.Config().replace(**{"model.aap_rank": 16, "pretrain.epochs": 50})
+    configs = {run: wanted, other: wanted.replace(**{"model.aap_rank": None})}
+    record = tmp_path / "record.json"
+
+    def write(entries):
+        record.write_text(json.dumps({"format_version": sweep.FORMAT_VERSION, "runs": entries}))
+
+    entry = {"name": run.name, "config": wanted.to_dict(), "test": {"sampled": {"hr@10": 0.5}}}
+    write([entry, {"name": "r99-s7", "config": {}}])  # a run the sweep no longer plans: ignored
+    out = str(tmp_path / "out")
+    assert sweep.carried_over(str(record), out, [run, other], configs) == {run: entry}
+    # A run finished here wins over the record.
+    _finished_run(out, run, wanted)
+    assert sweep.carried_over(str(record), out, [run, other], configs) == {}
+
+    changed = dict(entry, config=wanted.replace(**{"pretrain.learning_rate": 0.01}).to_dict())
+    write([changed])
+    with pytest.raises(sweep.SweepError, match=r"runs\[0\] \(r16-s1\) was trained with other"):
+        sweep.carried_over(str(record), str(tmp_path / "new"), [run], configs)
+    # A shorter pretraining cannot be extended without its checkpoints: the run trains again.
+    write([dict(entry, config=wanted.replace(**{"pretrain.epochs": 30}).to_dict())])
+    assert sweep.carried_over(str(record), str(tmp_path / "new"), [run], configs) == {}
+
+    record.write_text('{"runs": []}')
+    with pytest.raises(sweep.SweepError, match="not a sweep.json of format 1"):
+        sweep.carried_over(str(record), out, [run], configs)
+    with pytest.raises(sweep.SweepError, match="no such file"):
+        sweep.carried_over(str(tmp_path / "gone.json"), out, [run], configs)
+
+
 def test_a_second_sweep_on_the_same_directory_is_refused_and_a_stale_lock_taken_over(tmp_path):
     with sweep.Lock(str(tmp_path)):
         with pytest.raises(sweep.SweepError, match=f"another sweep \\(pid {os.getpid()}\\)"):
@@ -291,6 +323,19 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     assert "| r = 4 | 2 |" in text and "| full rank | 2 |" in text and "| SASRec | 1 |" in text
     for name in report.PLOTS:
         assert (out / name).stat().st_size > 1000
+
+    # The run directories gone (another machine): the record carries every run over, none trains.
+    record = tmp_path / "record.json"
+    shutil.copy(out / "sweep.json", record)
+    elsewhere = tmp_path / "elsewhere"
+    command = _sweep_command(elsewhere) + ["--carry_over", str(record)]
+    moved = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert f"5 runs, 5 finished (5 carried over from {record}), 0 to do" in moved.stdout
+    assert os.listdir(elsewhere / "runs") == []
+    carried = json.load(open(elsewhere / "sweep.json"))
+    assert carried["runs"] == json.load(open(record))["runs"] and carried["pending"] == []
+    assert carried["carried_over"] == sorted(by_name)
 
 
 def _pids():
