@@ -1,7 +1,7 @@
 """`python -m s3rec_tf.report SWEEP_DIR`: sweep.json -> sweep.md and the plots, from the JSON alone.
 
     python -m s3rec_tf.report /work/runs/rank_study            # writes beside sweep.json
-    python -m s3rec_tf.report /work/runs/rank_study --out reports/rank_study
+    python -m s3rec_tf.report /work/runs/rank_study --out reports/rank_study  # + a copy of the JSON
 
 sweep.md: per rank, mean ± sd over seeds with a 95 % t-interval of the mean and the per-seed
 values; each rank's paired difference to full rank over the seeds both have, with a 95 %
@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from typing import Optional
@@ -519,12 +520,18 @@ PLOTS = {
 
 
 def write_report(sweep_path: str, out_dir: str) -> list[str]:
-    """Writes sweep.md and the PNGs into out_dir; returns the files written."""
+    """Writes sweep.md and the PNGs into out_dir, with a copy of sweep.json when it lives
+    elsewhere (a report directory regenerates from its own JSON); returns the files written."""
     with open(sweep_path) as f:
         sweep = json.load(f)
     os.makedirs(out_dir, exist_ok=True)
-    written = [os.path.join(out_dir, "sweep.md")]
-    with open(written[0], "w") as f:
+    written = []
+    copy = os.path.join(out_dir, "sweep.json")
+    if not os.path.exists(copy) or not os.path.samefile(sweep_path, copy):
+        shutil.copyfile(sweep_path, copy)
+        written.append(copy)
+    written.append(os.path.join(out_dir, "sweep.md"))
+    with open(written[-1], "w") as f:
         f.write(markdown(sweep))
     import matplotlib
 

@@ -230,6 +230,10 @@ def test_the_report_says_which_way_a_difference_goes_and_is_byte_identical_from_
     report.main([str(path), "--out", str(tmp_path / "b")])
     first = (tmp_path / "a" / "sweep.md").read_bytes()
     assert first == (tmp_path / "b" / "sweep.md").read_bytes()
+    # The report directory holds its JSON and regenerates from it alone.
+    assert (tmp_path / "a" / "sweep.json").read_bytes() == path.read_bytes()
+    report.main([str(tmp_path / "a")])
+    assert (tmp_path / "a" / "sweep.md").read_bytes() == first
     text = first.decode()
     differences = text.split("## Paired difference")[1].split("##")[0]
     row = next(line for line in differences.splitlines() if line.startswith("| r = 16 | 5 | "))
