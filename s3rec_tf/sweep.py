@@ -172,6 +172,14 @@ def read_epoch_log(path: str) -> list[dict]:
     return out
 
 
+def epochs_done(directory: str, phase: str) -> int:
+    """Distinct epochs in a phase's epochs.csv: a run killed between its log row and its
+    checkpoint logs that epoch again when it resumes."""
+    return len(
+        {row["epoch"] for row in read_epoch_log(os.path.join(directory, phase, "epochs.csv"))}
+    )
+
+
 def archive_finetuning(directory: str, pretrain_epochs: int) -> str:
     """Moves a finished run's fine-tuning aside so that a longer pretraining can be fine-tuned."""
     target = os.path.join(directory, f"finetune-after-{pretrain_epochs}-pretrain-epochs")
@@ -269,6 +277,45 @@ def write_sweep(output: str, runs: list[Run], meta: dict, carried: Optional[dict
     )
     write_json(os.path.join(output, SWEEP_FILE), sweep)
     return sweep
+
+
+def status(output: str, runs: list[Run], configs: dict, carried: dict, now=None) -> str:
+    """Where every planned run stands, as a markdown table (the sweep's --status)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    rows, finished = [], 0
+    for run in runs:
+        directory = run_dir(output, run)
+        config = configs[run]
+        pretrain_budget = "—" if run.rank == "none" else config.pretrain.epochs
+        metrics = ("", "")
+        if finished_here(output, run) or run in carried:
+            entry = run_entry(output, run) if finished_here(output, run) else carried[run]
+            state = "finished" if finished_here(output, run) else "finished (carried over)"
+            pretrain = "—" if run.rank == "none" else entry["pretrain_epochs"]
+            finetune = "{run} (best {best})".format(**entry["finetune_epochs"])
+            sampled = entry["test"]["sampled"]
+            metrics = (f"{sampled['hr@10']:.4f}", f"{sampled['ndcg@10']:.4f}")
+            finished += 1
+        else:
+            pretrain_done = epochs_done(directory, "pretrain")
+            finetune_done = epochs_done(directory, "finetune")
+            if finetune_done:
+                state = "fine-tuning"
+            elif pretrain_done:
+                state = "pretraining"
+            else:
+                state = "started" if os.path.isdir(directory) else "not started"
+            pretrain = "—" if run.rank == "none" else f"{pretrain_done}/{pretrain_budget}"
+            finetune = f"{finetune_done}/{config.finetune.epochs}"
+        cells = [run.name, state, pretrain, finetune, *metrics]
+        rows.append("| " + " | ".join(str(c) for c in cells) + " |")
+    head = [
+        f"{finished} of {len(runs)} runs finished ({output}, {now:%Y-%m-%d %H:%M} UTC).",
+        "",
+        "| run | state | pretraining epochs | fine-tuning epochs | test sampled HR@10 | NDCG@10 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    return "\n".join(head + rows) + "\n"
 
 
 # ------------------------------------------------------------------------------ processes
@@ -400,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SWEEP_JSON",
         help="an earlier sweep.json (e.g. the committed copy) whose finished runs count as "
         "finished when their run directories are gone",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print where every run stands (a markdown table) and exit; trains nothing",
     )
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side")
     p.add_argument("--poll_seconds", type=float, default=15.0, help="how often progress is checked")
@@ -565,6 +617,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SweepError as e:
         sys.exit(f"error: {e}")
     output = args.output
+    if args.status:
+        try:
+            carried = {}
+            if args.carry_over:
+                carried = carried_over(args.carry_over, output, runs, configs)
+        except SweepError as e:
+            sys.exit(f"error: {e}")
+        print(status(output, runs, configs, carried), end="")
+        return 0
     os.makedirs(os.path.join(output, "runs"), exist_ok=True)
     counts: dict[Rank, int] = {}
     for run in runs:

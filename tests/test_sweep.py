@@ -132,6 +132,35 @@ def test_runs_carried_over_from_an_earlier_sweep_json_are_checked_like_run_direc
         sweep.carried_over(str(tmp_path / "gone.json"), out, [run], configs)
 
 
+def test_status_says_where_every_run_stands(tmp_path):
+    runs = [sweep.Run(16, 1), sweep.Run("full", 1), sweep.Run("none", 1), sweep.Run(4, 1)]
+    base = config_lib.Config().replace(**{"pretrain.epochs": 50, "finetune.epochs": 200})
+    configs = {run: base for run in runs}
+    out = str(tmp_path)
+    pretraining = sweep.run_dir(out, runs[0])
+    os.makedirs(os.path.join(pretraining, "pretrain"))
+    # Epoch 2 logged twice (killed before its checkpoint, then resumed): 3 epochs done, not 4.
+    rows = "epoch,loss\n0,3.0\n1,2.0\n2,1.5\n2,1.5\n"
+    (tmp_path / "runs" / "r16-s1" / "pretrain" / "epochs.csv").write_text(rows)
+    sasrec = sweep.run_dir(out, runs[2])
+    os.makedirs(os.path.join(sasrec, "finetune"))
+    (tmp_path / "runs" / "sasrec-s1" / "finetune" / "epochs.csv").write_text("epoch,loss\n0,1.0\n")
+    carried = {
+        runs[1]: {
+            "pretrain_epochs": 50,
+            "finetune_epochs": {"run": 64, "best": 54},
+            "test": {"sampled": {"hr@10": 0.57071, "ndcg@10": 0.38284}},
+        }
+    }
+    now = __import__("datetime").datetime(2026, 12, 5, 9, 30)
+    text = sweep.status(out, runs, configs, carried, now=now)
+    assert text.splitlines()[0] == f"1 of 4 runs finished ({out}, 2026-12-05 09:30 UTC)."
+    assert "| r16-s1 | pretraining | 3/50 | 0/200 |  |  |" in text
+    assert "| rfull-s1 | finished (carried over) | 50 | 64 (best 54) | 0.5707 | 0.3828 |" in text
+    assert "| sasrec-s1 | fine-tuning | — | 1/200 |  |  |" in text
+    assert "| r4-s1 | not started | 0/50 | 0/200 |  |  |" in text
+
+
 def test_a_second_sweep_on_the_same_directory_is_refused_and_a_stale_lock_taken_over(tmp_path):
     with sweep.Lock(str(tmp_path)):
         with pytest.raises(sweep.SweepError, match=f"another sweep \\(pid {os.getpid()}\\)"):
@@ -258,7 +287,7 @@ def _invocations(run_directory):
 
 @pytest.mark.slow
 def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_finished_runs(
-    tmp_path,
+    tmp_path, capsys
 ):
     out = tmp_path / "sweep"
     # The runs use the bundled sample's shared cache (built once under a lock, test_run_edges):
@@ -340,6 +369,22 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     carried = json.load(open(elsewhere / "sweep.json"))
     assert carried["runs"] == json.load(open(record))["runs"] and carried["pending"] == []
     assert carried["carried_over"] == sorted(by_name)
+
+    # --status: every run's state, here and carried over, trains nothing.
+    for directory, state, extra in (
+        (out, "finished", []),
+        (elsewhere, "finished (carried over)", ["--carry_over", str(record)]),
+    ):
+        assert sweep.main(_sweep_command(directory)[3:] + extra + ["--status"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"5 of 5 runs finished ({directory}, "), text
+        r4 = by_name["r4-s1"]
+        row = (
+            f"| r4-s1 | {state} | 1 | {r4['finetune_epochs']['run']} (best "
+            f"{r4['finetune_epochs']['best']}) | {r4['test']['sampled']['hr@10']:.4f} |"
+        )
+        assert row in text, text
+    assert os.listdir(elsewhere / "runs") == []
 
 
 def _pids():
