@@ -172,14 +172,6 @@ def read_epoch_log(path: str) -> list[dict]:
     return out
 
 
-def epochs_done(directory: str, phase: str) -> int:
-    """Distinct epochs in a phase's epochs.csv: a run killed between its log row and its
-    checkpoint logs that epoch again when it resumes."""
-    return len(
-        {row["epoch"] for row in read_epoch_log(os.path.join(directory, phase, "epochs.csv"))}
-    )
-
-
 def archive_finetuning(directory: str, pretrain_epochs: int) -> str:
     """Moves a finished run's fine-tuning aside so that a longer pretraining can be fine-tuned."""
     target = os.path.join(directory, f"finetune-after-{pretrain_epochs}-pretrain-epochs")
@@ -279,34 +271,35 @@ def write_sweep(output: str, runs: list[Run], meta: dict, carried: Optional[dict
     return sweep
 
 
-def status(output: str, runs: list[Run], configs: dict, carried: dict, now=None) -> str:
-    """Where every planned run stands, as a markdown table (the sweep's --status)."""
+def status(output: str, runs: list[Run], carried: dict, now=None) -> str:
+    """Where every planned run stands, as a markdown table (the sweep's --status); an unfinished
+    run's progress is its checkpoints' (`run_dir.run_status`)."""
+    from s3rec_tf import run_dir as run_dir_lib
+
     now = now or datetime.datetime.now(datetime.UTC)
     rows, finished = [], 0
     for run in runs:
-        directory = run_dir(output, run)
-        config = configs[run]
-        pretrain_budget = "—" if run.rank == "none" else config.pretrain.epochs
         metrics = ("", "")
         if finished_here(output, run) or run in carried:
             entry = run_entry(output, run) if finished_here(output, run) else carried[run]
             state = "finished" if finished_here(output, run) else "finished (carried over)"
-            pretrain = "—" if run.rank == "none" else entry["pretrain_epochs"]
+            pretrain = entry["pretrain_epochs"]
             finetune = "{run} (best {best})".format(**entry["finetune_epochs"])
             sampled = entry["test"]["sampled"]
             metrics = (f"{sampled['hr@10']:.4f}", f"{sampled['ndcg@10']:.4f}")
             finished += 1
         else:
-            pretrain_done = epochs_done(directory, "pretrain")
-            finetune_done = epochs_done(directory, "finetune")
-            if finetune_done:
-                state = "fine-tuning"
-            elif pretrain_done:
-                state = "pretraining"
-            else:
-                state = "started" if os.path.isdir(directory) else "not started"
-            pretrain = "—" if run.rank == "none" else f"{pretrain_done}/{pretrain_budget}"
-            finetune = f"{finetune_done}/{config.finetune.epochs}"
+            progress = run_dir_lib.run_status(run_dir(output, run))
+            state = progress["state"]
+            pretrain = finetune = ""
+            if state != "not started":
+                pre, fine = progress["pretrain"], progress["finetune"]
+                pretrain = f"{pre['epochs_done']}/{pre['epochs']}"
+                finetune = f"{fine['epochs_done']}/{fine['epochs']}"
+                if fine["epochs_done"]:
+                    finetune += f" (best {fine['best_epoch']})"
+        if run.rank == "none":
+            pretrain = "—"
         cells = [run.name, state, pretrain, finetune, *metrics]
         rows.append("| " + " | ".join(str(c) for c in cells) + " |")
     head = [
@@ -624,7 +617,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 carried = carried_over(args.carry_over, output, runs, configs)
         except SweepError as e:
             sys.exit(f"error: {e}")
-        print(status(output, runs, configs, carried), end="")
+        print(status(output, runs, carried), end="")
         return 0
     os.makedirs(os.path.join(output, "runs"), exist_ok=True)
     counts: dict[Rank, int] = {}
