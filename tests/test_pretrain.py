@@ -45,14 +45,18 @@ def test_losses_match_the_reference(reference_npz, head_positions):
     losses = model.compute_losses(batch, training=False)
     # Our objectives are the reference's sums divided by the (global) batch size, 9 here. The
     # reference's BCE clamps log at -100; at these logits no term gets near the clamp, so the
-    # exact softplus form agrees to float32 rounding: 1.6e-7 relative at most (MIP), so each sum
-    # is pinned at 5e-7. A LayerNorm epsilon of 1e-5 instead of 1e-12 moves every one of them
-    # further: AAP 8e-4, MIP 3.3e-6, SP 2.6e-6, MAP 9.4e-7.
+    # exact softplus form agrees to float32 rounding, which depends on the CPU's kernels: MIP
+    # 1.6e-7, MAP 3.2e-8, SP 8.3e-9 on the machines we ran it on; AAP below 1.6e-7 on earlier
+    # ones and 6.8e-7 on an AMD EPYC with AVX-512. AAP sums 637 attribute terms at each of the 137
+    # items, 8.7e4 terms, and a float32 sum of n terms may drift by log2(n) * 6e-8 = 1e-6, so AAP
+    # is pinned at 2e-6 and the others at 5e-7. A LayerNorm epsilon of 1e-5 instead of 1e-12
+    # moves every one of them further: AAP 8e-4, MIP 3.3e-6, SP 2.6e-6, MAP 9.4e-7.
+    tolerance = {"aap": 2e-6, "mip": 5e-7, "map": 5e-7, "sp": 5e-7}
     errors = {}
     for name in OBJECTIVES:
         expected = float(reference_npz[f"pretrain/{name}_loss"])
         errors[name] = abs(float(losses[name]) * 9 - expected) / abs(expected)
-    assert {name: e for name, e in errors.items() if not e <= 5e-7} == {}, errors
+    assert {name: e for name, e in errors.items() if not e <= tolerance[name]} == {}, errors
 
     # Padding the batch only to its own longest sequence changes nothing.
     lengths = reference_npz["pretrain/example_lengths"]
