@@ -21,18 +21,16 @@ second process is refused while the first holds the lock (`lock`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
-import os
 import posixpath
-import socket
 
 import tensorflow as tf
 
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
+from s3rec_tf import lockfile
 
 logger = logging.getLogger(__name__)
 
@@ -198,76 +196,15 @@ def start(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
 # ------------------------------------------------------------------------------------ the lock
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # somebody else's process
-    try:  # a killed process that its parent has not reaped yet holds nothing any more
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _read_lock(lock_file: str) -> tuple:
-    try:
-        with open(lock_file) as f:
-            pid, _, host = f.read().strip().partition(" ")
-        return int(pid), host
-    except (OSError, ValueError):
-        return None, ""  # removed meanwhile, or not a lock of this module
-
-
 @contextlib.contextmanager
 def lock(run_dir: str):
-    """Holds `run_dir` for this process: a second process is refused at once, naming the first.
-
-    The lock is a file `run.lock` holding "PID HOST", created atomically. A lock whose process no
-    longer runs on this host (killed, machine restarted) is taken over, so a killed run resumes.
-    Run directories on remote file systems (gs://, ...) are not locked.
+    """Holds `run_dir` for this process (`s3rec_tf.lockfile`): a second process is refused at
+    once, naming the first; a lock whose process no longer runs is taken over, so a killed run
+    resumes. Run directories on remote file systems (gs://, ...) are not locked.
     """
     if "://" in run_dir:
         logger.warning("%s is not on a local file system: it is not locked.", run_dir)
         yield
         return
-    lock_file = os.path.join(run_dir, LOCK_FILE)
-    host = socket.gethostname()
-    # Written under a temporary name, then linked: the lock file never exists half written.
-    mine = f"{lock_file}.{os.getpid()}"
-    with open(mine, "w") as f:
-        f.write(f"{os.getpid()} {host}\n")
-    try:
-        _take(lock_file, mine, run_dir, host)
-    finally:
-        os.remove(mine)
-    try:
+    with lockfile.hold(run_dir, LOCK_FILE, RunDirError):
         yield
-    finally:
-        if _read_lock(lock_file)[0] == os.getpid():
-            os.remove(lock_file)
-
-
-def _take(lock_file: str, mine: str, run_dir: str, host: str) -> None:
-    for _ in range(10):
-        try:
-            os.link(mine, lock_file)
-            return
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise
-            pid, holder_host = _read_lock(lock_file)
-            if pid is not None and (holder_host != host or _process_alive(pid)):
-                where = "" if holder_host == host else f" on {holder_host}"
-                raise RunDirError(
-                    f"{run_dir} is in use by process {pid}{where} (it holds {lock_file}). Wait "
-                    "for it to finish or stop it, or choose another --output; a lock left by a "
-                    "process that no longer runs does not block."
-                ) from None
-            if pid is not None:
-                logger.info("Taking over %s from process %d, which no longer runs.", lock_file, pid)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(lock_file)
-    raise RunDirError(f"Could not take {lock_file}: other processes keep taking it.")

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from typing import Optional, Union
 
 from s3rec_tf import config as config_lib
+from s3rec_tf import lockfile
 
 Rank = Union[int, str]  # an int, "full" or "none" (SASRec)
 SWEEP_FILE = "sweep.json"
@@ -324,52 +325,6 @@ def _die_with_parent() -> None:
         pass
 
 
-class Lock:
-    """SWEEP_DIR/sweep.lock with our PID: a second sweep on the same directory is refused at
-    once; a lock left by a process that no longer exists is taken over."""
-
-    def __init__(self, output: str):
-        self.path = os.path.join(output, LOCK_FILE)
-
-    def __enter__(self):
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and _alive(holder):
-                    raise SweepError(
-                        f"another sweep (pid {holder}) is running in {os.path.dirname(self.path)}; "
-                        f"stop it first (or remove {self.path} if that pid is not a sweep)."
-                    ) from None
-                os.remove(self.path)  # left by a killed sweep
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-
-    def _holder(self) -> Optional[int]:
-        try:
-            with open(self.path) as f:
-                return int(f.read().strip() or 0) or None
-        except (OSError, ValueError):
-            return None
-
-    def __exit__(self, *exc):
-        if self._holder() == os.getpid():
-            os.remove(self.path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _minutes(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
 
@@ -625,10 +580,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         counts[run.rank] = max(counts.get(run.rank, 0), run.seed)
     meta = sweep_meta(sys.argv[1:] if argv is None else argv, train_flags, metadata, counts)
     try:
-        with Lock(output):
+        with lockfile.hold(output, LOCK_FILE, SweepError, holder="sweep process"):
             return _sweep(args, runs, train_flags, configs, meta)
     except SweepError as e:
         sys.exit(f"error: {e}")
+
+
+def next_run(output: str, queue: list[Run]) -> Optional[Run]:
+    """Takes the next run to train off `queue`, skipping runs that finished since the sweep
+    started (trained by a `python -m s3rec_tf.train` of their own); None when none is left."""
+    while queue:
+        run = queue.pop(0)
+        if not finished_here(output, run):
+            return run
+        print(f"{run.name}: finished meanwhile, not trained again", flush=True)
+    return None
 
 
 def _sweep(args, runs, train_flags, configs, meta) -> int:
@@ -670,8 +636,10 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
     index = {r: i + 1 for i, r in enumerate(runs)}
     try:
         while queue or active:
-            while queue and len(active) < args.jobs:
-                run = queue.pop(0)
+            while len(active) < args.jobs:
+                run = next_run(output, queue)
+                if run is None:
+                    break
                 directory = run_dir(output, run)
                 os.makedirs(directory, exist_ok=True)
                 write_json(

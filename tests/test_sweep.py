@@ -1,9 +1,11 @@
 """The rank study's commands: `python -m s3rec_tf.sweep` and `python -m s3rec_tf.report`."""
 
+import functools
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +15,7 @@ import pytest
 from scipy import stats
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import report, sweep
+from s3rec_tf import lockfile, report, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -132,6 +134,16 @@ def test_runs_carried_over_from_an_earlier_sweep_json_are_checked_like_run_direc
         sweep.carried_over(str(tmp_path / "gone.json"), out, [run], configs)
 
 
+def test_runs_finished_while_the_sweep_runs_are_not_trained_again(tmp_path, capsys):
+    runs = [sweep.Run(16, 1), sweep.Run("full", 1), sweep.Run(16, 2)]
+    queue = list(runs)
+    _finished_run(tmp_path, runs[1], config_lib.Config())  # by a `train` of its own, meanwhile
+    assert sweep.next_run(str(tmp_path), queue) == runs[0]
+    assert sweep.next_run(str(tmp_path), queue) == runs[2]
+    assert "rfull-s1: finished meanwhile, not trained again" in capsys.readouterr().out
+    assert sweep.next_run(str(tmp_path), queue) is None and queue == []
+
+
 def test_status_says_where_every_run_stands(tmp_path, monkeypatch):
     from s3rec_tf import run_dir as run_dir_lib
 
@@ -170,15 +182,32 @@ def test_status_says_where_every_run_stands(tmp_path, monkeypatch):
 
 
 def test_a_second_sweep_on_the_same_directory_is_refused_and_a_stale_lock_taken_over(tmp_path):
-    with sweep.Lock(str(tmp_path)):
-        with pytest.raises(sweep.SweepError, match=f"another sweep \\(pid {os.getpid()}\\)"):
-            sweep.Lock(str(tmp_path)).__enter__()
+    hold = functools.partial(
+        lockfile.hold, str(tmp_path), sweep.LOCK_FILE, sweep.SweepError, holder="sweep process"
+    )
+    with hold():
+        with pytest.raises(sweep.SweepError, match=f"in use by sweep process {os.getpid()} "):
+            with hold():
+                pass
     assert not (tmp_path / sweep.LOCK_FILE).exists()
     gone = subprocess.Popen(["true"])
     gone.wait()
-    (tmp_path / sweep.LOCK_FILE).write_text(str(gone.pid))
-    with sweep.Lock(str(tmp_path)):
-        assert (tmp_path / sweep.LOCK_FILE).read_text() == str(os.getpid())
+    # A dead process's lock, in this version's "PID HOST" form and in older sweeps' "PID" form.
+    for stale in (f"{gone.pid} {socket.gethostname()}\n", str(gone.pid)):
+        (tmp_path / sweep.LOCK_FILE).write_text(stale)
+        with hold():
+            assert (tmp_path / sweep.LOCK_FILE).read_text().split()[0] == str(os.getpid())
+        assert not (tmp_path / sweep.LOCK_FILE).exists()
+    # A live process's lock of the old form still blocks.
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / sweep.LOCK_FILE).write_text(str(sleeper.pid))
+        with pytest.raises(sweep.SweepError, match=f"in use by sweep process {sleeper.pid} "):
+            with hold():
+                pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 # --------------------------------------------------------------------------------- intervals
