@@ -410,7 +410,7 @@ def plot_quality(groups, path: str) -> None:
         ax.errorbar(
             xs,
             means,
-            yerr=[sd or 0.0 for sd in sds],
+            yerr=_yerr(sds),
             fmt="o-",
             color="tab:blue",
             capsize=4,
@@ -450,7 +450,7 @@ def plot_parameters(groups, path: str) -> None:
             groups[r][0]["parameters"]["aap"] + groups[r][0]["parameters"]["map"] for r in ranks
         ]
         means, sds = zip(*(mean_sd(groups[r], "sampled", metric) for r in ranks))
-        ax.errorbar(params, means, yerr=[sd or 0.0 for sd in sds], fmt="o", capsize=4)
+        ax.errorbar(params, means, yerr=_yerr(sds), fmt="o", capsize=4)
         for p, m, r in zip(params, means, ranks):
             ax.annotate(
                 rank_label(r), (p, m), textcoords="offset points", xytext=(5, 5), fontsize=8
@@ -487,6 +487,11 @@ def plot_losses(groups, path: str) -> None:
     _save(fig, path)
 
 
+def _yerr(sds) -> list[float]:
+    # One seed has no sd: no error bar (NaN) rather than one of zero width, which reads as certain.
+    return [float("nan") if sd is None else sd for sd in sds]
+
+
 def plot_bars(groups, path: str) -> None:
     import matplotlib.pyplot as plt
 
@@ -499,11 +504,14 @@ def plot_bars(groups, path: str) -> None:
         ax.bar(
             range(len(models)),
             means,
-            yerr=[sd or 0.0 for sd in sds],
+            yerr=_yerr(sds),
             capsize=4,
             color=["tab:gray", "tab:blue", "tab:green"][: len(models)],
         )
-        ax.set_xticks(range(len(models)), [rank_label(r) for r in models])
+        ax.set_xticks(
+            range(len(models)),
+            [f"{rank_label(r)}\n{len(groups[r])} seed{'s' * (len(groups[r]) > 1)}" for r in models],
+        )
         ax.set_title(f"{protocol} {metric.upper()}")
         ax.set_ylim(min(means) * 0.9, None)
         ax.grid(alpha=0.3, axis="y")
