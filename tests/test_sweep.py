@@ -232,6 +232,19 @@ def test_t_interval_and_paired_difference_equal_scipy():
     assert report.verdict(diff) == "too few seeds"
 
 
+def test_no_verdict_below_three_paired_seeds_however_narrow_the_interval():
+    # Our own seeds 1-2 of r = 16 vs full rank, sampled NDCG@10: the gaps agree to 1e-4 by
+    # chance, so the 1-degree-of-freedom interval excludes 0 while saying nothing.
+    r16, full = {1: 0.3655, 2: 0.3655}, {1: 0.3773, 2: 0.3772}
+    diff = report.paired_difference(r16, full)
+    assert diff["interval"][1] < 0
+    assert report.verdict(diff) == "too few seeds"
+    diff = report.paired_difference({**r16, 3: 0.3660}, {**full, 3: 0.3790})
+    assert report.verdict(diff) == "lower"
+    diff = report.paired_difference({**r16, 3: 0.3900}, {**full, 3: 0.3790})
+    assert report.verdict(diff) == "not resolved"
+
+
 def _synthetic_sweep(shift_r16: float, noise: float) -> dict:
     """A sweep.json with full rank, r = 16 and SASRec over 5 seeds, r16 = full + shift + noise."""
     rng = np.random.default_rng(1)
@@ -296,6 +309,8 @@ def test_the_report_says_which_way_a_difference_goes_and_is_byte_identical_from_
     report.main([str(path), "--out", str(tmp_path / "b")])
     first = (tmp_path / "a" / "sweep.md").read_bytes()
     assert first == (tmp_path / "b" / "sweep.md").read_bytes()
+    # One low rank has nothing to be highest among.
+    assert b"Highest mean" not in first
     # The report directory holds its JSON and regenerates from it alone.
     assert (tmp_path / "a" / "sweep.json").read_bytes() == path.read_bytes()
     report.main([str(tmp_path / "a")])
