@@ -586,6 +586,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.exit(f"error: {e}")
 
 
+def work_order(output: str, todo: list[Run]) -> list[Run]:
+    """The runs to train, those an earlier sweep started first (both groups in plan order): a
+    sweep stopped every few hours then finishes runs instead of starting ever more of them."""
+    from s3rec_tf import run_dir as run_dir_lib
+
+    started = [r for r in todo if run_dir_lib.has_progress(run_dir(output, r))]
+    return started + [r for r in todo if r not in started]
+
+
 def next_run(output: str, queue: list[Run]) -> Optional[Run]:
     """Takes the next run to train off `queue`, skipping runs that finished since the sweep
     started (trained by a `python -m s3rec_tf.train` of their own); None when none is left."""
@@ -632,7 +641,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
         env["TF_NUM_INTEROP_THREADS"] = threads
     active: list[Active] = []
     failed: list[str] = []
-    queue = list(todo)
+    queue = work_order(output, todo)
     index = {r: i + 1 for i, r in enumerate(runs)}
     try:
         while queue or active:

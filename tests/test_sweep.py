@@ -144,6 +144,22 @@ def test_runs_finished_while_the_sweep_runs_are_not_trained_again(tmp_path, caps
     assert sweep.next_run(str(tmp_path), queue) is None and queue == []
 
 
+def test_an_interrupted_sweep_finishes_the_runs_it_started_before_starting_others(tmp_path):
+    import tensorflow as tf
+
+    from s3rec_tf import run_dir as run_dir_lib
+
+    runs = sweep.plan({"full": 2, 16: 2, 4: 1, "none": 1})
+    # Started: a checkpoint of either phase (what the training CLI resumes from); a directory
+    # with only its config has nothing to finish.
+    for name, phase in (("r16-s2", "finetune"), ("r4-s1", "pretrain")):
+        directory = run_dir_lib.checkpoint_dir(str(tmp_path / "runs" / name), phase)
+        tf.train.Checkpoint(step=tf.Variable(1)).save(os.path.join(directory, "ckpt"))
+    os.makedirs(tmp_path / "runs" / "rfull-s2")
+    order = [r.name for r in sweep.work_order(str(tmp_path), runs)]
+    assert order == ["r4-s1", "r16-s2", "rfull-s1", "r16-s1", "sasrec-s1", "rfull-s2"]
+
+
 def test_status_says_where_every_run_stands(tmp_path, monkeypatch):
     from s3rec_tf import run_dir as run_dir_lib
 
