@@ -336,7 +336,20 @@ class Active:
         self.run, self.index, self.total = run, index, total
         self.process, self.directory, self.budgets = process, directory, budgets
         self.start = time.time()
-        self.reported = {"pretrain": None, "finetune": None}
+        # Epochs an earlier sweep already reported: a resumed run's first line is its next epoch.
+        self.reported = {phase: len(self._log(phase)) for phase in ("pretrain", "finetune")}
+
+    def _log(self, phase: str) -> list[dict]:
+        return read_epoch_log(os.path.join(self.directory, phase, "epochs.csv"))
+
+    def start_line(self) -> str:
+        done = [
+            f"{phase} epoch {self.reported[phase]}/{self.budgets[phase]}"
+            for phase in ("finetune", "pretrain")
+            if self.reported[phase]
+        ]
+        where = f"resumed after {done[0]}" if done else "started"
+        return f"{self.label()} {where} in {self.directory}"
 
     def label(self) -> str:
         rank = "SASRec" if self.run.rank == "none" else f"rank {self.run.rank}"
@@ -346,7 +359,7 @@ class Active:
         """One line for every phase whose epochs.csv gained rows since the last call."""
         lines = []
         for phase in ("pretrain", "finetune"):
-            log = read_epoch_log(os.path.join(self.directory, phase, "epochs.csv"))
+            log = self._log(phase)
             if not log or len(log) == self.reported[phase]:
                 continue
             self.reported[phase] = len(log)
@@ -677,7 +690,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                 }
                 item = Active(run, index[run], len(runs), process, directory, budgets)
                 active.append(item)
-                print(f"{item.label()} started in {directory}", flush=True)
+                print(item.start_line(), flush=True)
             time.sleep(args.poll_seconds)
             for item in list(active):
                 for line in item.progress_lines():

@@ -160,6 +160,25 @@ def test_an_interrupted_sweep_finishes_the_runs_it_started_before_starting_other
     assert order == ["r4-s1", "r16-s2", "rfull-s1", "r16-s1", "sasrec-s1", "rfull-s2"]
 
 
+def test_a_resumed_run_reports_where_it_resumed_and_then_only_its_new_epochs(tmp_path):
+    directory = tmp_path / "r16-s1"
+    os.makedirs(directory / "pretrain")
+    log = directory / "pretrain" / "epochs.csv"
+    log.write_text("epoch,epoch_seconds,loss\n0,100,5.0\n1,100,4.0\n2,100,3.0\n")
+    budgets = {"pretrain": 5, "finetune": 20, "patience": 3, "monitor": "val_sampled_mrr"}
+    item = sweep.Active(sweep.Run(16, 1), 2, 4, None, str(directory), budgets)
+    resumed = f"[2/4 rank 16 seed 1] resumed after pretrain epoch 3/5 in {directory}"
+    assert item.start_line() == resumed
+    assert item.progress_lines() == []  # the epochs an earlier sweep reported are not repeated
+    with open(log, "a") as f:
+        f.write("3,40,2.0\n")
+    (line,) = item.progress_lines()
+    assert line.startswith("[2/4 rank 16 seed 1] pretrain epoch 4/5, 85 s/epoch, elapsed 0:00")
+    assert line.endswith("phase ETA 0:01:25")
+    fresh = sweep.Active(sweep.Run("none", 3), 4, 4, None, str(tmp_path / "sasrec-s3"), budgets)
+    assert fresh.start_line() == f"[4/4 SASRec seed 3] started in {tmp_path / 'sasrec-s3'}"
+
+
 def test_status_says_where_every_run_stands(tmp_path, monkeypatch):
     from s3rec_tf import run_dir as run_dir_lib
 
