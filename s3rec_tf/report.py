@@ -4,9 +4,9 @@
     python -m s3rec_tf.report /work/runs/rank_study --out reports/rank_study  # + a copy of the JSON
 
 sweep.md: per rank, mean ± sd over seeds with a 95 % t-interval of the mean and the per-seed
-values; each rank's paired difference to full rank over the seeds both have, with a 95 %
-t-interval and what it resolves; the numbers claimed by earlier write-ups beside ours; parameter
-counts; seconds per epoch. The same JSON gives the same markdown, byte for byte.
+values; each model's paired difference to full rank, and to SASRec, over the seeds both have,
+with a 95 % t-interval and what it resolves; the numbers claimed by earlier write-ups beside
+ours; parameter counts; seconds per epoch. The same JSON gives the same markdown, byte for byte.
 Plots (PNG): quality vs rank (both protocols, SASRec and the paper as reference lines), attribute
 head parameters vs quality, pretraining losses per objective and rank, SASRec / full / r = 16.
 """
@@ -171,22 +171,23 @@ def per_seed_table(groups) -> list[str]:
     return lines
 
 
-def difference_table(groups) -> list[str]:
-    if "full" not in groups:
-        return ["No full-rank run yet: no paired differences."]
-    full = groups["full"]
+def difference_table(groups, baseline="full") -> list[str]:
+    """Each other model minus `baseline` over the seeds both have, per metric."""
+    if baseline not in groups:
+        return [f"No {rank_label(baseline)} run yet: no paired differences."]
+    base = groups[baseline]
     lines = [
-        "| model − full rank | seeds | "
+        f"| model − {rank_label(baseline)} | seeds | "
         + " | ".join(f"{p} {m}: mean [95 % interval]" for p, m in METRICS)
         + " |",
         "|---|---|" + "---|" * len(METRICS),
     ]
     for rank, runs in groups.items():
-        if rank == "full":
+        if rank == baseline:
             continue
         cells, seeds = [], []
         for protocol, metric in METRICS:
-            diff = paired_difference(values(runs, protocol, metric), values(full, protocol, metric))
+            diff = paired_difference(values(runs, protocol, metric), values(base, protocol, metric))
             if diff is None:
                 cells.append("no common seed")
                 continue
@@ -367,6 +368,13 @@ def markdown(sweep: dict) -> str:
         "interval.",
         "",
         *difference_table(groups),
+        "",
+        "## Does pretraining help? Paired difference to SASRec (same seeds)",
+        "",
+        "SASRec: the same recommender and fine-tuning recipe without the self-supervised "
+        "pretraining.",
+        "",
+        *difference_table(groups, baseline="none"),
         "",
         "## The claim, beside our seeds",
         "",

@@ -358,6 +358,24 @@ def test_the_report_says_which_way_a_difference_goes_and_is_byte_identical_from_
         assert (tmp_path / "a" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_report_gives_each_model_paired_to_sasrec_as_numpy_computes_it(tmp_path):
+    sweep_json = _synthetic_sweep(-0.02, 0.001)
+    text = report.markdown(sweep_json)
+    table = text.split("## Does pretraining help?")[1].split("##")[0]
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| SASRec" not in rows and "| model − SASRec" in rows
+    for rank, label in ((16, "| r = 16"), ("full", "| full rank")):
+        gaps = []
+        for protocol, metric in report.METRICS:
+            by_seed = {
+                (r["rank"], r["seed"]): r["test"][protocol][metric] for r in sweep_json["runs"]
+            }
+            gap = np.array([by_seed[rank, s] - by_seed["none", s] for s in range(1, 6)])
+            half = stats.t.ppf(0.975, 4) * gap.std(ddof=1) / np.sqrt(5)
+            gaps.append(f"{gap.mean():+.4f} [{gap.mean() - half:+.4f}, {gap.mean() + half:+.4f}]")
+        assert rows[label] == f"{label} | 5 | " + " | ".join(f"{g} higher" for g in gaps) + " |"
+
+
 # ------------------------------------------------------------------------ end to end, killed
 
 
