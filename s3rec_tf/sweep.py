@@ -325,6 +325,14 @@ def _die_with_parent() -> None:
         pass
 
 
+class Stopped(Exception):
+    """SIGTERM reached the sweep: stop the runs and say where they stand, like Ctrl-C."""
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise Stopped()
+
+
 def _minutes(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
 
@@ -342,14 +350,22 @@ class Active:
     def _log(self, phase: str) -> list[dict]:
         return read_epoch_log(os.path.join(self.directory, phase, "epochs.csv"))
 
+    def last_epoch(self) -> Optional[str]:
+        """'finetune epoch 4/200' or 'pretrain epoch 37/50': the latest epoch reported; None
+        before the first."""
+        for phase in ("finetune", "pretrain"):
+            if self.reported[phase]:
+                return f"{phase} epoch {self.reported[phase]}/{self.budgets[phase]}"
+        return None
+
     def start_line(self) -> str:
-        done = [
-            f"{phase} epoch {self.reported[phase]}/{self.budgets[phase]}"
-            for phase in ("finetune", "pretrain")
-            if self.reported[phase]
-        ]
-        where = f"resumed after {done[0]}" if done else "started"
+        done = self.last_epoch()
+        where = f"resumed after {done}" if done else "started"
         return f"{self.label()} {where} in {self.directory}"
+
+    def stop_line(self) -> str:
+        done = self.last_epoch()
+        return f"{self.label()} stopped " + (f"after {done}" if done else "before its first epoch")
 
     def label(self) -> str:
         rank = "SASRec" if self.run.rank == "none" else f"rank {self.run.rank}"
@@ -656,6 +672,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
     failed: list[str] = []
     queue = work_order(output, todo)
     index = {r: i + 1 for i, r in enumerate(runs)}
+    previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         while queue or active:
             while len(active) < args.jobs:
@@ -718,9 +735,24 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                     f"{test['full']['ndcg@10']:.4f}; sweep: {len(sweep['runs'])}/{len(runs)} done",
                     flush=True,
                 )
+    except (Stopped, KeyboardInterrupt) as e:
+        signum = signal.SIGTERM if isinstance(e, Stopped) else signal.SIGINT
+        for item in active:
+            item.progress_lines()  # epochs finished since the last poll
+            print(item.stop_line(), flush=True)
+        write_sweep(output, runs, meta, carried)
+        print(
+            f"sweep {output}: stopped by {signum.name}; the same command continues every "
+            "unfinished run from its last finished epoch",
+            flush=True,
+        )
+        return 128 + signum
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         for item in active:
             item.process.terminate()
+        for item in active:
+            item.process.wait()
     write_sweep(output, runs, meta, carried)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", flush=True)

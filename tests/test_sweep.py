@@ -175,6 +175,7 @@ def test_a_resumed_run_reports_where_it_resumed_and_then_only_its_new_epochs(tmp
     (line,) = item.progress_lines()
     assert line.startswith("[2/4 rank 16 seed 1] pretrain epoch 4/5, 85 s/epoch, elapsed 0:00")
     assert line.endswith("phase ETA 0:01:25")
+    assert item.stop_line() == "[2/4 rank 16 seed 1] stopped after pretrain epoch 4/5"
     fresh = sweep.Active(sweep.Run("none", 3), 4, 4, None, str(tmp_path / "sasrec-s3"), budgets)
     assert fresh.start_line() == f"[4/4 SASRec seed 3] started in {tmp_path / 'sasrec-s3'}"
 
@@ -490,6 +491,27 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         )
         assert row in text, text
     assert os.listdir(elsewhere / "runs") == []
+
+
+def test_a_terminated_sweep_stops_its_runs_and_says_where_they_stand(tmp_path):
+    out = tmp_path / "sweep"
+    run = sweep.run_dir(str(out), sweep.Run(4, 1))
+    process = subprocess.Popen(_sweep_command(out), cwd=REPO, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(run, "train.log")):
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline, "the first run did not start in 120 s"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "[1/5 rank 4 seed 1] stopped before its first epoch" in output, output
+    assert output.rstrip().endswith(
+        f"sweep {out}: stopped by SIGTERM; the same command continues every unfinished run from "
+        "its last finished epoch"
+    ), output
+    assert not any(run in _cmdline(pid) for pid in _pids()), "the training process outlived it"
+    assert json.load(open(out / "sweep.json"))["pending"][0] == "r4-s1"
 
 
 def _pids():
