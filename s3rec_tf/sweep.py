@@ -325,12 +325,32 @@ def _die_with_parent() -> None:
         pass
 
 
-class Stopped(Exception):
-    """SIGTERM reached the sweep: stop the runs and say where they stand, like Ctrl-C."""
+class StopSignals:
+    """Records SIGTERM / SIGINT instead of raising where they land (an exception raised inside
+    subprocess.Popen's fork handlers is swallowed, and the sweep would go on); the loop checks
+    `signum` and stops between polls."""
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-def _raise_stopped(signum, frame) -> None:
-    raise Stopped()
+    def __init__(self):
+        self.signum: Optional[signal.Signals] = None
+
+    def __enter__(self) -> StopSignals:
+        self.previous = {s: signal.signal(s, self._record) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _record(self, signum, frame) -> None:
+        self.signum = signal.Signals(signum)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleeps `seconds`, or less if a stop signal arrives."""
+        deadline = time.monotonic() + seconds
+        while self.signum is None and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
 def _minutes(seconds: float) -> str:
@@ -362,6 +382,15 @@ class Active:
         done = self.last_epoch()
         where = f"resumed after {done}" if done else "started"
         return f"{self.label()} {where} in {self.directory}"
+
+    def finish_line(self, results: dict, done: int) -> str:
+        test = results["test"]
+        return (
+            f"{self.label()} finished in {_minutes(time.time() - self.start)}: test sampled "
+            f"HR@10 {test['sampled']['hr@10']:.4f} NDCG@10 {test['sampled']['ndcg@10']:.4f}, "
+            f"full HR@10 {test['full']['hr@10']:.4f} NDCG@10 {test['full']['ndcg@10']:.4f}; "
+            f"sweep: {done}/{self.total} done"
+        )
 
     def stop_line(self) -> str:
         done = self.last_epoch()
@@ -635,6 +664,32 @@ def next_run(output: str, queue: list[Run]) -> Optional[Run]:
     return None
 
 
+def _start(run, index, total, output, flags, config, env) -> Active:
+    """Starts `python -m s3rec_tf.train FLAGS` for `run` (number `index` of `total`) in its
+    directory, appending to its train.log."""
+    directory = run_dir(output, run)
+    command = [sys.executable, "-m", "s3rec_tf.train", *flags, "--output", directory]
+    command += ["--verbose", "2"]
+    with open(os.path.join(directory, "train.log"), "a") as log:
+        log.write(f"\n# {datetime.datetime.now().isoformat()} {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+    budgets = {
+        "pretrain": config.pretrain.epochs,
+        "finetune": config.finetune.epochs,
+        "patience": config.finetune.patience,
+        "monitor": f"val_{config.finetune.monitor}",
+    }
+    return Active(run, index, total, process, directory, budgets)
+
+
 def _sweep(args, runs, train_flags, configs, meta) -> int:
     output = args.output
     for run in check_finished_runs(output, runs, configs):
@@ -672,87 +727,59 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
     failed: list[str] = []
     queue = work_order(output, todo)
     index = {r: i + 1 for i, r in enumerate(runs)}
-    previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
-    try:
-        while queue or active:
-            while len(active) < args.jobs:
-                run = next_run(output, queue)
-                if run is None:
-                    break
-                directory = run_dir(output, run)
-                os.makedirs(directory, exist_ok=True)
-                write_json(
-                    os.path.join(directory, "sweep_run.json"),
-                    {"machine": machine(), "tf_threads": threads, "jobs": args.jobs},
-                )
-                config = configs[run]
-                command = [sys.executable, "-m", "s3rec_tf.train", *train_flags]
-                command += run.train_flags() + ["--output", directory, "--verbose", "2"]
-                with open(os.path.join(directory, "train.log"), "a") as log:
-                    log.write(f"\n# {datetime.datetime.now().isoformat()} {' '.join(command)}\n")
-                    log.flush()
-                    process = subprocess.Popen(
-                        command,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        env=env,
-                        preexec_fn=_die_with_parent,
+    with StopSignals() as stop:
+        try:
+            while (queue or active) and stop.signum is None:
+                while len(active) < args.jobs and stop.signum is None:
+                    run = next_run(output, queue)
+                    if run is None:
+                        break
+                    os.makedirs(run_dir(output, run), exist_ok=True)
+                    write_json(
+                        os.path.join(run_dir(output, run), "sweep_run.json"),
+                        {"machine": machine(), "tf_threads": threads, "jobs": args.jobs},
                     )
-                budgets = {
-                    "pretrain": config.pretrain.epochs,
-                    "finetune": config.finetune.epochs,
-                    "patience": config.finetune.patience,
-                    "monitor": f"val_{config.finetune.monitor}",
-                }
-                item = Active(run, index[run], len(runs), process, directory, budgets)
-                active.append(item)
-                print(item.start_line(), flush=True)
-            time.sleep(args.poll_seconds)
-            for item in list(active):
-                for line in item.progress_lines():
-                    print(line, flush=True)
-                code = item.process.poll()
-                if code is None:
-                    continue
-                active.remove(item)
-                results = read_json(os.path.join(item.directory, "results.json"))
-                if code != 0 or results is None:
-                    failed.append(item.run.name)
-                    print(
-                        f"{item.label()} FAILED (exit {code}); last lines of "
-                        f"{item.directory}/train.log:\n{_tail(item.directory)}",
-                        flush=True,
-                    )
-                    continue
-                sweep = write_sweep(output, runs, meta, carried)
-                test = results["test"]
-                print(
-                    f"{item.label()} finished in {_minutes(time.time() - item.start)}: "
-                    "test sampled "
-                    f"HR@10 {test['sampled']['hr@10']:.4f} NDCG@10 {test['sampled']['ndcg@10']:.4f}"
-                    f", full HR@10 {test['full']['hr@10']:.4f} NDCG@10 "
-                    f"{test['full']['ndcg@10']:.4f}; sweep: {len(sweep['runs'])}/{len(runs)} done",
-                    flush=True,
-                )
-    except (Stopped, KeyboardInterrupt) as e:
-        signum = signal.SIGTERM if isinstance(e, Stopped) else signal.SIGINT
+                    command = [*train_flags, *run.train_flags()]
+                    item = _start(run, index[run], len(runs), output, command, configs[run], env)
+                    active.append(item)
+                    print(active[-1].start_line(), flush=True)
+                stop.sleep(args.poll_seconds)
+                for item in list(active):
+                    for line in item.progress_lines():
+                        print(line, flush=True)
+                    code = item.process.poll()
+                    if code is None or stop.signum is not None:
+                        continue
+                    active.remove(item)
+                    results = read_json(os.path.join(item.directory, "results.json"))
+                    if code != 0 or results is None:
+                        failed.append(item.run.name)
+                        print(
+                            f"{item.label()} FAILED (exit {code}); last lines of "
+                            f"{item.directory}/train.log:\n{_tail(item.directory)}",
+                            flush=True,
+                        )
+                        continue
+                    sweep = write_sweep(output, runs, meta, carried)
+                    print(item.finish_line(results, len(sweep["runs"])), flush=True)
+        finally:
+            for item in active:
+                item.process.terminate()
+            for item in active:
+                item.process.wait()
+    if stop.signum is not None:
         for item in active:
-            item.progress_lines()  # epochs finished since the last poll
-            print(item.stop_line(), flush=True)
+            for line in item.progress_lines():
+                print(line, flush=True)
+            if read_json(os.path.join(item.directory, "results.json")) is None:
+                print(item.stop_line(), flush=True)
         write_sweep(output, runs, meta, carried)
         print(
-            f"sweep {output}: stopped by {signum.name}; the same command continues every "
+            f"sweep {output}: stopped by {stop.signum.name}; the same command continues every "
             "unfinished run from its last finished epoch",
             flush=True,
         )
-        return 128 + signum
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-        for item in active:
-            item.process.terminate()
-        for item in active:
-            item.process.wait()
+        return 128 + stop.signum
     write_sweep(output, runs, meta, carried)
     if failed:
         print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", flush=True)

@@ -493,7 +493,8 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     assert os.listdir(elsewhere / "runs") == []
 
 
-def test_a_terminated_sweep_stops_its_runs_and_says_where_they_stand(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_terminated_sweep_stops_its_runs_and_says_where_they_stand(tmp_path, signum):
     out = tmp_path / "sweep"
     run = sweep.run_dir(str(out), sweep.Run(4, 1))
     process = subprocess.Popen(_sweep_command(out), cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -502,13 +503,15 @@ def test_a_terminated_sweep_stops_its_runs_and_says_where_they_stand(tmp_path):
         assert process.poll() is None, process.stdout.read()
         assert time.time() < deadline, "the first run did not start in 120 s"
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    # The signal lands about when the run's process starts, where a handler's exception was once
+    # swallowed by subprocess.Popen and the sweep went on.
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, output
+    assert process.returncode == 128 + signum, output
     assert "[1/5 rank 4 seed 1] stopped before its first epoch" in output, output
     assert output.rstrip().endswith(
-        f"sweep {out}: stopped by SIGTERM; the same command continues every unfinished run from "
-        "its last finished epoch"
+        f"sweep {out}: stopped by {signum.name}; the same command continues every unfinished "
+        "run from its last finished epoch"
     ), output
     assert not any(run in _cmdline(pid) for pid in _pids()), "the training process outlived it"
     assert json.load(open(out / "sweep.json"))["pending"][0] == "r4-s1"
