@@ -6,7 +6,8 @@
 sweep.md: per rank, mean ± sd over seeds with a 95 % t-interval of the mean and the per-seed
 values; each model's paired difference to full rank, and to SASRec, over the seeds both have,
 with a 95 % t-interval and what it resolves; the numbers claimed by earlier write-ups beside
-ours; parameter counts; seconds per epoch. The same JSON gives the same markdown, byte for byte.
+ours; how many pretraining epochs the SP loss stays at ln 2; parameter counts; seconds per
+epoch. The same JSON gives the same markdown, byte for byte.
 Plots (PNG): quality vs rank (both protocols, SASRec and the paper as reference lines), attribute
 head parameters vs quality, pretraining losses per objective and rank, SASRec / full / r = 16.
 """
@@ -46,6 +47,9 @@ CONFIDENCE = 0.95
 # difference and can be near zero by coincidence (two paired gaps of -0.0118 and -0.0117 gave an
 # interval 1e-4 wide). The issue's own minimum is three seeds, and so is the report's for a verdict.
 MIN_SEEDS_FOR_VERDICT = 3
+# The SP loss, BCE(σ(σ(z_pos) − σ(z_neg)), 1), is ln 2 while the positive and the negative segment
+# score alike; an epoch counts as stalled until its mean loss first falls below this.
+SP_STALLED_ABOVE = math.log(2) - 0.003
 
 
 # --------------------------------------------------------------------------------- statistics
@@ -168,6 +172,27 @@ def per_seed_table(groups) -> list[str]:
                 + " | ".join(cells)
                 + f" | {ft['run']} ({ft['best']}) |"
             )
+    return lines
+
+
+def sp_stall_epochs(run: dict) -> Optional[int]:
+    """Leading pretraining epochs whose SP loss is still ln 2; None for a run without SP."""
+    curve = (run.get("pretrain_curve") or {}).get("sp_loss")
+    if not curve:
+        return None
+    return next((i for i, loss in enumerate(curve) if loss < SP_STALLED_ABOVE), len(curve))
+
+
+def sp_stall_table(groups) -> list[str]:
+    lines = ["| model | SP loss at ln 2 for the first … pretraining epochs (per seed) | of |",
+             "|---|---|---|"]  # fmt: skip
+    for rank, runs in groups.items():
+        stalls = [(r["seed"], sp_stall_epochs(r), r["pretrain_epochs"]) for r in runs]
+        stalls = [s for s in stalls if s[1] is not None]
+        if stalls:
+            per_seed = ", ".join(f"seed {seed}: {n}" for seed, n, _ in stalls)
+            budget = ", ".join(str(e) for e in sorted({e for _, _, e in stalls}))
+            lines.append(f"| {rank_label(rank)} | {per_seed} | {budget} |")
     return lines
 
 
@@ -383,6 +408,13 @@ def markdown(sweep: dict) -> str:
         *claims_table(groups),
         "",
         *claim_verdict(groups),
+        "",
+        "## Pretraining: how long the segment-prediction loss stays at ln 2",
+        "",
+        "At ln 2 the positive and the negative segment score alike (an epoch counts until its "
+        f"mean SP loss first falls below {SP_STALLED_ABOVE:.4f}).",
+        "",
+        *sp_stall_table(groups),
         "",
         "## Parameters",
         "",

@@ -377,6 +377,22 @@ def test_the_report_gives_each_model_paired_to_sasrec_as_numpy_computes_it(tmp_p
         assert rows[label] == f"{label} | 5 | " + " | ".join(f"{g} higher" for g in gaps) + " |"
 
 
+def test_the_report_counts_the_epochs_the_sp_loss_stays_at_ln_2():
+    ln2 = float(np.log(2))
+    curve = [ln2 + 1e-4, ln2, ln2 - 0.002, 0.60, ln2]  # the last epoch no longer counts
+    assert report.sp_stall_epochs({"pretrain_curve": {"sp_loss": curve}}) == 3
+    assert report.sp_stall_epochs({"pretrain_curve": {"sp_loss": [ln2] * 4}}) == 4
+    assert report.sp_stall_epochs({"pretrain_curve": {}}) is None  # SASRec
+    sweep_json = _synthetic_sweep(0.0, 0.001)
+    for run in sweep_json["runs"]:
+        if run["rank"] == 16:
+            run["pretrain_curve"]["sp_loss"] = [ln2] * run["seed"] + [0.6]
+    text = report.markdown(sweep_json)
+    table = text.split("## Pretraining: how long")[1].split("##")[0]
+    assert "| r = 16 | seed 1: 1, seed 2: 2, seed 3: 3, seed 4: 4, seed 5: 5 | 50 |" in table
+    assert "| full rank |" not in table and "| SASRec |" not in table
+
+
 # ------------------------------------------------------------------------ end to end, killed
 
 
