@@ -664,10 +664,13 @@ def next_run(output: str, queue: list[Run]) -> Optional[Run]:
     return None
 
 
-def _start(run, index, total, output, flags, config, env) -> Active:
+def _start(run, index, total, output, flags, config, env, segment: dict) -> Active:
     """Starts `python -m s3rec_tf.train FLAGS` for `run` (number `index` of `total`) in its
-    directory, appending to its train.log."""
+    directory, recording `segment` (machine, threads, jobs) in sweep_run.json and appending to
+    its train.log."""
     directory = run_dir(output, run)
+    os.makedirs(directory, exist_ok=True)
+    write_json(os.path.join(directory, "sweep_run.json"), segment)
     command = [sys.executable, "-m", "s3rec_tf.train", *flags, "--output", directory]
     command += ["--verbose", "2"]
     with open(os.path.join(directory, "train.log"), "a") as log:
@@ -734,15 +737,12 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                     run = next_run(output, queue)
                     if run is None:
                         break
-                    os.makedirs(run_dir(output, run), exist_ok=True)
-                    write_json(
-                        os.path.join(run_dir(output, run), "sweep_run.json"),
-                        {"machine": machine(), "tf_threads": threads, "jobs": args.jobs},
-                    )
+                    segment = {"machine": machine(), "tf_threads": threads, "jobs": args.jobs}
                     command = [*train_flags, *run.train_flags()]
-                    item = _start(run, index[run], len(runs), output, command, configs[run], env)
+                    item = _start(run, index[run], len(runs), output, command, configs[run], env,
+                                  segment)  # fmt: skip
                     active.append(item)
-                    print(active[-1].start_line(), flush=True)
+                    print(item.start_line(), flush=True)
                 stop.sleep(args.poll_seconds)
                 for item in list(active):
                     for line in item.progress_lines():
