@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data lives, and a switch for tests that need it."""
+"""Shared fixtures: where the real data lives, a switch for tests that need it, and the toy data
+the training tests share."""
 
 import os
 
@@ -41,3 +42,13 @@ def reference_npz():
     import numpy as np
 
     return dict(np.load(REFERENCE_NPZ))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The toy dataset (60 users, 40 items, sequences of at most 10), written once per module."""
+    from dataset_fixture import small_dataset
+
+    out = str(tmp_path_factory.mktemp("data"))
+    small_dataset(out)
+    return out

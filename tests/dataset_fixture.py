@@ -12,6 +12,18 @@ import tensorflow as tf  # noqa: E402
 
 from s3rec_tf import schema
 
+# A model small enough for the toy data: the training tests' common flags.
+SMALL_MODEL = [
+    "--hidden_size",
+    "16",
+    "--num_heads",
+    "2",
+    "--pretrain_batch_size",
+    "32",
+    "--verbose",
+    "0",
+]
+
 
 def _int_feature(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))

@@ -6,17 +6,8 @@ import sys
 
 import pytest
 
-from dataset_fixture import small_dataset  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import beauty_quality  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("data"))
-    small_dataset(out, num_users=60, num_items=40, max_seq_length=10)
-    return out
 
 
 def _main(data_dir, tmp_path, rows, report="report.json"):

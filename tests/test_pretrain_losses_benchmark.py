@@ -12,12 +12,10 @@ from s3rec_tf import builders, schema, train
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 
-from dataset_fixture import small_dataset  # noqa: E402
+from dataset_fixture import SMALL_MODEL, small_dataset  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import pretrain_losses  # noqa: E402
-
-SMALL = ["--hidden_size", "16", "--num_heads", "2", "--pretrain_batch_size", "32", "--verbose", "0"]
 
 
 def _losses_by_hand(run, checkpoint, data_dir):
@@ -65,7 +63,7 @@ def test_losses_of_two_checkpoints(tmp_path):
             "2",
             "--finetune_epochs",
             "0",
-            *SMALL,
+            *SMALL_MODEL,
         ]
     )
     ckpt = run / "pretrain" / "checkpoints"

@@ -15,31 +15,13 @@ import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from s3rec_tf import train
 
-from dataset_fixture import small_dataset  # noqa: E402
+from dataset_fixture import SMALL_MODEL  # noqa: E402
 
 # One worker builds the shared runs once (pytest-xdist --dist loadgroup).
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume_runs")]
 
 PRETRAIN_EPOCHS, FINETUNE_EPOCHS = 2, 2
-SMALL = [
-    "--hidden_size",
-    "16",
-    "--num_heads",
-    "2",
-    "--pretrain_batch_size",
-    "32",
-    "--finetune_batch_size",
-    "16",
-    "--verbose",
-    "0",
-]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("data"))
-    small_dataset(out, num_users=60, num_items=40, max_seq_length=10)
-    return out
+SMALL = [*SMALL_MODEL, "--finetune_batch_size", "16"]
 
 
 def _main(data_dir, run, pretrain_epochs, finetune_epochs):

@@ -16,16 +16,7 @@ import pytest
 from s3rec_tf import run_dir as run_dir_lib
 from s3rec_tf import schema, train
 
-from dataset_fixture import small_dataset
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("data"))
-    small_dataset(out)  # 60 users, 40 items, sequences of at most 10
-    return out
 
 
 def _command(data_dir, run, *extra):

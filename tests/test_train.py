@@ -13,28 +13,10 @@ from s3rec_tf import data as data_lib
 from s3rec_tf import phases, runtime, schema, train
 from s3rec_tf import run_dir as run_dir_lib
 
-from dataset_fixture import small_dataset  # noqa: E402
+from dataset_fixture import SMALL_MODEL, small_dataset  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = [
-    "--hidden_size",
-    "16",
-    "--num_heads",
-    "2",
-    "--pretrain_batch_size",
-    "32",
-    "--finetune_batch_size",
-    "32",
-    "--verbose",
-    "0",
-]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("data"))
-    small_dataset(out, num_users=60, num_items=40, max_seq_length=10)
-    return out
+SMALL = [*SMALL_MODEL, "--finetune_batch_size", "32"]
 
 
 def _args(data_dir, out, *extra):
