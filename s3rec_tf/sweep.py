@@ -726,6 +726,8 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
         threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
         env["TF_NUM_INTRAOP_THREADS"] = threads
         env["TF_NUM_INTEROP_THREADS"] = threads
+    # What every run started by this process records of where it trained.
+    segment = {"machine": machine(), "tf_threads": threads, "jobs": args.jobs}
     active: list[Active] = []
     failed: list[str] = []
     queue = work_order(output, todo)
@@ -737,10 +739,10 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                     run = next_run(output, queue)
                     if run is None:
                         break
-                    segment = {"machine": machine(), "tf_threads": threads, "jobs": args.jobs}
                     command = [*train_flags, *run.train_flags()]
-                    item = _start(run, index[run], len(runs), output, command, configs[run], env,
-                                  segment)  # fmt: skip
+                    item = _start(
+                        run, index[run], len(runs), output, command, configs[run], env, segment
+                    )
                     active.append(item)
                     print(item.start_line(), flush=True)
                 stop.sleep(args.poll_seconds)

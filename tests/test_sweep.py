@@ -450,6 +450,12 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         run_results = json.load(open(out / entry["run_dir"] / "results.json"))
         assert entry["test"] == run_results["test"] and entry["valid"] == run_results["valid"]
         assert entry["config"]["seed"] == entry["seed"]
+        # Where it trained, as its sweep process recorded it (--jobs 1: no thread count set).
+        assert (entry["machine"], entry["tf_threads"], entry["jobs_side_by_side"]) == (
+            sweep.machine(),
+            None,
+            1,
+        )
     assert by_name["r4-s1"]["parameters"]["aap"] == 2 * 16 * 4
     assert by_name["r4-s1"]["parameters"]["aap_reduction_vs_full"] == 0.5
     assert by_name["rfull-s2"]["parameters"]["map"] == 16 * 16
