@@ -160,17 +160,21 @@ def summary_table(groups) -> list[str]:
 
 
 def per_seed_table(groups) -> list[str]:
+    """One row per run, with the epoch times and how many runs shared the cores while it trained."""
     lines = ["| model | seed | " + " | ".join(f"{p} {m}" for p, m in METRICS)
-             + " | fine-tuning epochs (best) |",
-             "|---|---|" + "---|" * (len(METRICS) + 1)]  # fmt: skip
+             + " | fine-tuning epochs (best) | s/epoch pretraining, fine-tuning "
+             "| runs side by side |",
+             "|---|---|" + "---|" * (len(METRICS) + 3)]  # fmt: skip
     for rank, runs in groups.items():
         for r in runs:
             cells = [f"{r['test'][p][m]:.4f}" for p, m in METRICS]
             ft = r["finetune_epochs"]
+            speed = r["seconds_per_epoch"]
             lines.append(
                 f"| {rank_label(rank)} | {r['seed']} | "
                 + " | ".join(cells)
-                + f" | {ft['run']} ({ft['best']}) |"
+                + f" | {ft['run']} ({ft['best']}) | {_fmt(speed['pretrain'], 1)}, "
+                f"{_fmt(speed['finetune'], 1)} | {r.get('jobs_side_by_side') or 1} |"
             )
     return lines
 
@@ -380,7 +384,7 @@ def markdown(sweep: dict) -> str:
         + ".",
         "",
         f"Machine: {'; '.join(machines) or 'not recorded'}; {', '.join(map(str, jobs))} run(s) "
-        "side by side.",
+        "side by side ('Every run' says which, per run).",
         "",
         "## Test metrics per model: mean ± sd [95 % t-interval of the mean]",
         "",

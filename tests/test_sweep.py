@@ -393,6 +393,23 @@ def test_the_report_counts_the_epochs_the_sp_loss_stays_at_ln_2():
     assert "| full rank |" not in table and "| SASRec |" not in table
 
 
+def test_every_run_row_gives_its_epoch_times_and_how_many_runs_shared_the_cores():
+    sweep_json = _synthetic_sweep(0.0, 0.001)
+    for run in sweep_json["runs"]:
+        run["jobs_side_by_side"] = 3 if run["seed"] == 1 else 2
+        if run["rank"] == 16:
+            run["seconds_per_epoch"] = {"pretrain": 100.0 + run["seed"], "finetune": 14.25}
+    text = report.markdown(sweep_json)
+    rows = text.split("## Every run")[1].splitlines()
+    r16 = [line for line in rows if line.startswith("| r = 16 |")]
+    assert [row.split(" | ")[-2:] for row in r16] == [
+        [f"{100 + seed}.0, 14.2", f"{3 if seed == 1 else 2} |"] for seed in range(1, 6)
+    ]
+    sasrec = next(line for line in rows if line.startswith("| SASRec | 2 |"))
+    assert sasrec.endswith(" | –, 5.0 | 2 |")
+    assert "2, 3 run(s) side by side" in text
+
+
 # ------------------------------------------------------------------------ end to end, killed
 
 
