@@ -159,6 +159,11 @@ def summary_table(groups) -> list[str]:
     return lines
 
 
+def side_by_side(run: dict) -> int:
+    """How many runs trained at once while `run` did (1 where the sweep did not record it)."""
+    return run.get("jobs_side_by_side") or 1
+
+
 def per_seed_table(groups) -> list[str]:
     """One row per run, with the epoch times and how many runs shared the cores while it trained."""
     lines = ["| model | seed | " + " | ".join(f"{p} {m}" for p, m in METRICS)
@@ -174,7 +179,7 @@ def per_seed_table(groups) -> list[str]:
                 f"| {rank_label(rank)} | {r['seed']} | "
                 + " | ".join(cells)
                 + f" | {ft['run']} ({ft['best']}) | {_fmt(speed['pretrain'], 1)}, "
-                f"{_fmt(speed['finetune'], 1)} | {r.get('jobs_side_by_side') or 1} |"
+                f"{_fmt(speed['finetune'], 1)} | {side_by_side(r)} |"
             )
     return lines
 
@@ -365,7 +370,7 @@ def markdown(sweep: dict) -> str:
     weights = config["pretrain"]
     epochs = sorted({r["pretrain_epochs"] for r in pretrained})
     machines = sorted({r["machine"] for r in runs if r.get("machine")})
-    jobs = sorted({r.get("jobs_side_by_side") or 1 for r in runs})
+    jobs = sorted({side_by_side(r) for r in runs})
     lines += [
         f"Data: {data.get('num_users')} users, {data.get('num_items')} items, "
         f"{data.get('num_interactions')} interactions, {data.get('num_attributes')} attributes; "
