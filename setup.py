@@ -25,7 +25,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.*"],
+        "test": ["pytest>=9", "pytest-xdist>=3.5", "ruff==0.17.*"],
         "scann": ["scann[tf]==1.4.2"],
     },
 )
