@@ -14,7 +14,6 @@ epochs; the weighted total depends on each run's objective weights and is left o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -23,7 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    checkpoint_epochs,
+    machine,
+    named_checkpoints,
+    run_config,
+    write_report,
+)
 from s3rec_tf import builders  # noqa: E402
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
@@ -31,17 +36,6 @@ from s3rec_tf import reference as reference_lib  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OBJECTIVES = ("aap_loss", "mip_loss", "map_loss", "sp_loss")
-
-
-def _run_config(checkpoint: str) -> config_lib.Config:
-    """The config.json of the run that wrote RUN_DIR/pretrain/checkpoints/ckpt-N."""
-    run_dir = os.path.dirname(os.path.dirname(os.path.dirname(checkpoint)))
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        sys.exit(
-            f"error: {checkpoint} is not under RUN_DIR/pretrain/checkpoints ({path} is missing)."
-        )
-    return config_lib.load(path)
 
 
 def evaluate(
@@ -103,15 +97,7 @@ def main(argv=None):
     )
     p.add_argument("--report", default=os.path.join(REPO, "reports", "beauty_pretrain_losses.json"))
     args = p.parse_args(argv)
-    named = []
-    for spec in args.checkpoint:
-        name, sep, path = spec.partition("=")
-        if not sep or not tf.io.gfile.glob(path + ".index"):
-            p.error(
-                f"--checkpoint {spec!r}: expected NAME=RUN_DIR/pretrain/checkpoints/ckpt-N of an "
-                "existing checkpoint"
-            )
-        named.append((name, path))
+    named = named_checkpoints(p, args.checkpoint)
 
     metadata = data_lib.read_metadata(args.data)
     item_attributes = data_lib.load_item_attributes(
@@ -138,24 +124,20 @@ def main(argv=None):
             }
         )
     for name, path in named:
-        config = _run_config(path).replace(**{"data.data_dir": args.data})
+        config = run_config(path).replace(**{"data.data_dir": args.data})
         rows.append(
             {
                 "name": name,
                 "rank": config.model.aap_rank or "full",
                 "objective_weights": _weights(config),
-                "epochs": int(tf.train.load_variable(path, "epoch/.ATTRIBUTES/VARIABLE_VALUE")),
+                "epochs": checkpoint_epochs(path),
                 "checkpoint": path,
                 "losses": evaluate(config, args.data, metadata, item_attributes, path),
             }
         )
         print(name, rows[-1]["losses"], flush=True)
     report = {"data": args.data, "machine": machine(), "rows": rows}
-    with open(args.report, "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.splitext(args.report)[0] + ".md", "w") as f:
-        f.write(markdown(report))
-    print(markdown(report))
+    write_report(report, args.report, markdown(report))
 
 
 def _weights(config: config_lib.Config) -> dict:

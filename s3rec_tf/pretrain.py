@@ -207,14 +207,8 @@ class S3RecPretrainer(tf.keras.Model):
         # [B·W, d]; float32 from here on (the heads compute in float32 under a mixed policy too).
         hidden = tf.reshape(self.encoder(items, training=training), [-1, hidden_size])
         hidden = tf.cast(hidden, tf.float32)
-        # SP needs only the last position of the three segment sequences: one encoder pass over
-        # them stacked along the batch axis, whose last block runs on the last position only.
-        last = self.encoder(
-            tf.concat([segments, pos_segments, neg_segments], axis=0),
-            training=training,
-            last_position_only=True,
-        )
-        last = tf.reshape(tf.cast(last, tf.float32), [3, -1, hidden_size])  # [3, B, d]
+        # Before the heads: the encoder passes draw their dropout masks in this order.
+        segment_logits = self._segment_logits(segments, pos_segments, neg_segments, training)
 
         items = tf.reshape(items, [-1])
         pos_items = tf.reshape(pos_items, [-1])
@@ -233,8 +227,7 @@ class S3RecPretrainer(tf.keras.Model):
         candidates = tf.gather(item_embeddings, tf.stack([masked_pos, masked_neg], -1))
         mip = _difference_bce(self.heads.mip_logits(masked_hidden, candidates))
 
-        context, pos_segment, neg_segment = last[0], last[1], last[2]
-        sp = _difference_bce(self.heads.sp_logits(context, tf.stack([pos_segment, neg_segment], 1)))
+        sp = _difference_bce(segment_logits)
 
         sums = {
             "aap": _selected_sum(aap, aap_selected),
@@ -243,6 +236,24 @@ class S3RecPretrainer(tf.keras.Model):
             "sp": tf.reduce_sum(sp),
         }
         return sums, local_batch
+
+    def segment_logits(self, batch, training=None) -> tf.Tensor:
+        """SP's logits `[B, 2]` (positive, negative segment) of a pretraining batch; the loss is
+        `softplus(σ(z_neg) − σ(z_pos))`."""
+        sequences = _sequences(batch)
+        return self._segment_logits(*sequences[3:], training)
+
+    def _segment_logits(self, segments, pos_segments, neg_segments, training):
+        # SP needs only the last position of the three segment sequences: one encoder pass over
+        # them stacked along the batch axis, whose last block runs on the last position only.
+        last = self.encoder(
+            tf.concat([segments, pos_segments, neg_segments], axis=0),
+            training=training,
+            last_position_only=True,
+        )
+        hidden_size = self.encoder.hidden_size
+        last = tf.reshape(tf.cast(last, tf.float32), [3, -1, hidden_size])  # [3, B, d]
+        return self.heads.sp_logits(last[0], tf.stack([last[1], last[2]], 1))
 
     def _rows(self, selected, *tensors):
         """The rows of `tensors` an objective needs: gathered (selector None), or all of them
