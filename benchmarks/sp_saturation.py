@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from scipy.special import expit  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     checkpoint_epochs,
@@ -46,7 +47,7 @@ SATURATED = 0.01  # a sigmoid below this or above 1 − this
 def logit_statistics(logits: np.ndarray) -> dict:
     """SP's loss and saturation from its logits `[N, 2]` (positive, negative segment)."""
     z = np.asarray(logits, np.float64)
-    s = 1.0 / (1.0 + np.exp(-z))
+    s = expit(z)  # σ without overflow warnings at |z| ≫ 1
     both_high = (s[:, 0] > 1 - SATURATED) & (s[:, 1] > 1 - SATURATED)
     both_low = (s[:, 0] < SATURATED) & (s[:, 1] < SATURATED)
     return {
