@@ -207,7 +207,8 @@ class S3RecPretrainer(tf.keras.Model):
         # [B·W, d]; float32 from here on (the heads compute in float32 under a mixed policy too).
         hidden = tf.reshape(self.encoder(items, training=training), [-1, hidden_size])
         hidden = tf.cast(hidden, tf.float32)
-        # Before the heads: the encoder passes draw their dropout masks in this order.
+        # Right after the item pass, where it always ran: the seeded dropouts draw their masks in
+        # call order, so moving it would change every seeded run.
         segment_logits = self._segment_logits(segments, pos_segments, neg_segments, training)
 
         items = tf.reshape(items, [-1])
