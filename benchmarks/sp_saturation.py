@@ -72,9 +72,9 @@ def measure(model, batches: list, gradient_batches: int) -> dict:
     """Every figure of the module docstring for a built pretrainer holding a checkpoint."""
     logits, cosines = [], []
     for batch in batches:
-        logits.append(model.segment_logits(batch, training=False).numpy())
-        positive = model.encoder(batch[schema.POS_SEGMENT], training=False, last_position_only=True)
-        cosines.append(mean_cosine_between_examples(positive.numpy()))
+        z, encodings = model.segment_logits(batch, training=False, return_encodings=True)
+        logits.append(z.numpy())
+        cosines.append(mean_cosine_between_examples(encodings[1].numpy()))  # positive segments
     norms = {name: [] for name in OBJECTIVES}
     for batch in batches[:gradient_batches]:
         with tf.GradientTape(persistent=True) as tape:
@@ -147,13 +147,14 @@ def main(argv=None):
     item_attributes = data_lib.load_item_attributes(
         args.data, metadata["num_items"], metadata["num_attributes"]
     )
-    rows = []
+    rows, batches_by_shape = [], {}
     for name, path in named:
         config, model = pretrainer_at(path, args.data, metadata, item_attributes)
-        data = data_lib.PretrainData(
-            args.data, metadata, config.pretrain.batch_size, config.model.max_seq_length, 0
-        )
-        batches = list(data.dataset(0, shuffle=False).take(args.batches))
+        shape = (config.pretrain.batch_size, config.model.max_seq_length)
+        if shape not in batches_by_shape:  # runs of one study share them: read once
+            data = data_lib.PretrainData(args.data, metadata, *shape, 0)
+            batches_by_shape[shape] = list(data.dataset(0, shuffle=False).take(args.batches))
+        batches = batches_by_shape[shape]
         rows.append(
             {
                 "name": name,

@@ -209,7 +209,7 @@ class S3RecPretrainer(tf.keras.Model):
         hidden = tf.cast(hidden, tf.float32)
         # Right after the item pass, where it always ran: the seeded dropouts draw their masks in
         # call order, so moving it would change every seeded run.
-        segment_logits = self._segment_logits(segments, pos_segments, neg_segments, training)
+        segment_logits, _ = self._segment_logits(segments, pos_segments, neg_segments, training)
 
         items = tf.reshape(items, [-1])
         pos_items = tf.reshape(pos_items, [-1])
@@ -238,11 +238,13 @@ class S3RecPretrainer(tf.keras.Model):
         }
         return sums, local_batch
 
-    def segment_logits(self, batch, training=None) -> tf.Tensor:
+    def segment_logits(self, batch, training=None, return_encodings=False):
         """SP's logits `[B, 2]` (positive, negative segment) of a pretraining batch; the loss is
-        `softplus(σ(z_neg) − σ(z_pos))`."""
-        sequences = _sequences(batch)
-        return self._segment_logits(*sequences[3:], training)
+        `softplus(σ(z_neg) − σ(z_pos))`. With `return_encodings`, also the last-position
+        encodings `[3, B, d]` they come from: segment-masked sequence, positive, negative segment.
+        """
+        logits, encodings = self._segment_logits(*_sequences(batch)[3:], training)
+        return (logits, encodings) if return_encodings else logits
 
     def _segment_logits(self, segments, pos_segments, neg_segments, training):
         # SP needs only the last position of the three segment sequences: one encoder pass over
@@ -254,7 +256,7 @@ class S3RecPretrainer(tf.keras.Model):
         )
         hidden_size = self.encoder.hidden_size
         last = tf.reshape(tf.cast(last, tf.float32), [3, -1, hidden_size])  # [3, B, d]
-        return self.heads.sp_logits(last[0], tf.stack([last[1], last[2]], 1))
+        return self.heads.sp_logits(last[0], tf.stack([last[1], last[2]], 1)), last
 
     def _rows(self, selected, *tensors):
         """The rows of `tensors` an objective needs: gathered (selector None), or all of them
