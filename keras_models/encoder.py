@@ -12,7 +12,11 @@ its own longest sequence computes the same outputs at real positions as one padd
 max_seq_length.
 """
 
+import math
+
 import tensorflow as tf
+
+ATTENTION_IMPLEMENTATIONS = ("matmul", "keras")
 
 
 def _normal(stddev: float) -> tf.keras.initializers.Initializer:
@@ -33,6 +37,12 @@ class TransformerBlock(tf.keras.layers.Layer):
       training: enables both dropouts.
       last_position_only: compute the output of the last position only.
 
+    attention_implementation: "matmul" (default) computes the attention with 2-D and batched
+    matmuls on the `attention` sublayer's own weights; "keras" calls tf-keras'
+    `MultiHeadAttention`. Same weights, same function, same dropout draws (the probabilities are
+    dropped by the sublayer's own Dropout at the same shape); on this model's small shapes the
+    einsums of the Keras layer and their gradients cost about twice the matmuls on CPU.
+
     Returns: `[batch, W, hidden]`, or `[batch, 1, hidden]` if last_position_only.
     """
 
@@ -45,9 +55,15 @@ class TransformerBlock(tf.keras.layers.Layer):
         attention_dropout: float = 0.5,
         initializer_range: float = 0.02,
         layer_norm_epsilon: float = 1e-12,
+        attention_implementation: str = "matmul",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if attention_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"TransformerBlock: attention_implementation must be one of "
+                f"{ATTENTION_IMPLEMENTATIONS}, got {attention_implementation!r}."
+            )
         if hidden_size % num_heads:
             raise ValueError(
                 f"TransformerBlock: hidden_size ({hidden_size}) must be divisible by num_heads "
@@ -60,6 +76,7 @@ class TransformerBlock(tf.keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.attention_implementation = attention_implementation
 
         self.attention = tf.keras.layers.MultiHeadAttention(
             num_heads=num_heads,
@@ -127,12 +144,52 @@ class TransformerBlock(tf.keras.layers.Layer):
             # query projection, attention output and feed-forward run on one position.
             query = inputs[:, -1:, :]
             attention_mask = attention_mask[:, -1:, :]
-        attended = self.attention(query, inputs, attention_mask=attention_mask, training=training)
+        if self.attention_implementation == "keras":
+            attended = self.attention(
+                query, inputs, attention_mask=attention_mask, training=training
+            )
+        else:
+            attended = self._matmul_attention(query, inputs, attention_mask, training)
         attended = self.attention_output_dropout(attended, training=training)
         hidden = self.attention_layer_norm(query + attended)
         transformed = self.output_dense(self.intermediate_dense(hidden))
         transformed = self.output_dropout(transformed, training=training)
         return self.output_layer_norm(hidden + transformed)
+
+    def _matmul_attention(self, query, inputs, attention_mask, training):
+        """`MultiHeadAttention(query, inputs)` on the sublayer's weights, in the order of its
+        computation: project, scale the queries, masked softmax (−1e9 added to masked scores),
+        dropout, weighted values, output projection."""
+        attention = self.attention
+        d, heads = self.hidden_size, self.num_heads
+        head_dim = d // heads
+        batch = tf.shape(inputs)[0]
+        queries, keys = tf.shape(query)[1], tf.shape(inputs)[1]
+
+        def project(x, length, dense):
+            flat = tf.reshape(x, [-1, d])
+            kernel = tf.reshape(dense.kernel, [d, d])  # [d, heads, head_dim] -> [d, d]
+            projected = tf.matmul(flat, kernel) + tf.reshape(dense.bias, [d])
+            # [B·L, d] -> [B, heads, L, head_dim]
+            return tf.transpose(
+                tf.reshape(projected, [batch, length, heads, head_dim]), [0, 2, 1, 3]
+            )
+
+        q = project(query, queries, attention._query_dense)
+        q = tf.multiply(q, 1.0 / math.sqrt(float(head_dim)))
+        k = project(inputs, keys, attention._key_dense)
+        v = project(inputs, keys, attention._value_dense)
+        scores = tf.matmul(q, k, transpose_b=True)  # [B, heads, T, S]
+        mask = tf.expand_dims(attention_mask, axis=1)  # [B, 1, T or 1, S]
+        scores += (1.0 - tf.cast(mask, scores.dtype)) * _large_negative(scores.dtype)
+        probabilities = tf.nn.softmax(scores, axis=-1)
+        probabilities = attention._dropout_layer(probabilities, training=training)
+        context = tf.matmul(probabilities, v)  # [B, heads, T, head_dim]
+        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, d])
+        output_dense = attention._output_dense
+        kernel = tf.reshape(output_dense.kernel, [d, d])  # [heads, head_dim, d] -> [d, d]
+        output = tf.matmul(context, kernel) + output_dense.bias
+        return tf.reshape(output, [batch, queries, d])
 
     def get_config(self):
         config = super().get_config()
@@ -144,8 +201,14 @@ class TransformerBlock(tf.keras.layers.Layer):
             attention_dropout=self.attention_dropout,
             initializer_range=self.initializer_range,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            attention_implementation=self.attention_implementation,
         )
         return config
+
+
+def _large_negative(dtype):
+    # What tf-keras' masked Softmax adds to masked scores (float16's −1e9 would overflow).
+    return tf.float16.min / 2.0 if dtype == tf.float16 else -1e9
 
 
 @tf.keras.utils.register_keras_serializable(package="S3Rec")
@@ -162,6 +225,7 @@ class S3RecEncoder(tf.keras.layers.Layer):
       attention_dropout: dropout on the attention probabilities.
       initializer_range: stddev of the N(0, s) initializer of embeddings and kernels.
       layer_norm_epsilon: LayerNorm epsilon (1e-12 as the reference's TF-style LayerNorm).
+      attention_implementation: "matmul" (default) or "keras"; see `TransformerBlock`.
 
     Call arguments:
       item_ids: int `[batch, W]`, left-padded with 0, W <= max_seq_length.
@@ -188,6 +252,7 @@ class S3RecEncoder(tf.keras.layers.Layer):
         attention_dropout: float = 0.5,
         initializer_range: float = 0.02,
         layer_norm_epsilon: float = 1e-12,
+        attention_implementation: str = "matmul",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -217,6 +282,7 @@ class S3RecEncoder(tf.keras.layers.Layer):
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.attention_implementation = attention_implementation
 
         self.embedding_layer_norm = tf.keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, name="embedding_layer_norm"
@@ -231,6 +297,7 @@ class S3RecEncoder(tf.keras.layers.Layer):
                 attention_dropout=attention_dropout,
                 initializer_range=initializer_range,
                 layer_norm_epsilon=layer_norm_epsilon,
+                attention_implementation=attention_implementation,
                 name=f"block_{i}",
             )
             for i in range(num_layers)
@@ -317,5 +384,6 @@ class S3RecEncoder(tf.keras.layers.Layer):
             attention_dropout=self.attention_dropout,
             initializer_range=self.initializer_range,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            attention_implementation=self.attention_implementation,
         )
         return config

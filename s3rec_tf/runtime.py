@@ -14,6 +14,35 @@ import tensorflow as tf
 
 from s3rec_tf.config import PRECISIONS, ConfigError
 
+# Threads one op may use while the process pretrains (0 = TensorFlow's default, one per core).
+# Pretraining's ops are small (d = 64, a few thousand positions per batch): splitting one across
+# cores costs more in synchronisation than it saves, while the independent ops of a step (the
+# item and segment encoder passes, their gradients) keep the cores busy side by side through the
+# inter-op pool. Fine-tuning with a full softmax has one large op per step (the logits over the
+# catalogue), which wants every core: a process that only fine-tunes keeps the default.
+PRETRAINING_INTRA_OP_THREADS = 1
+
+
+def configure_threads(intra_op: int, inter_op: int = 0) -> bool:
+    """Sets TensorFlow's thread pools (0 = TensorFlow's default); call before any op runs.
+
+    Returns False, changing nothing, when TensorFlow has already started with other settings
+    (e.g. a second run in one process): the pools cannot be resized then.
+    """
+    threading = tf.config.threading
+    wanted = (intra_op, inter_op)
+    if (
+        threading.get_intra_op_parallelism_threads(),
+        threading.get_inter_op_parallelism_threads(),
+    ) == wanted:
+        return True
+    try:
+        threading.set_intra_op_parallelism_threads(intra_op)
+        threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        return False
+    return True
+
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy named by `Config.strategy`."""

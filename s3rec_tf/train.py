@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=config_lib.PRECISIONS,
         help="Keras dtype policy (default off: float32); mixed_* for GPUs",
     )
+    p.add_argument(
+        "--intra_op_threads",
+        type=int,
+        help="threads one op may use (0: one per core). Default: "
+        f"{runtime.PRETRAINING_INTRA_OP_THREADS} when the run pretrains (small ops, run side "
+        "by side instead), else 0",
+    )
+    p.add_argument(
+        "--inter_op_threads",
+        type=int,
+        default=0,
+        help="ops run side by side (0: TensorFlow's default, one per core)",
+    )
     p.add_argument("--export", metavar="DIR", help="export a SavedModel here at the end")
     p.add_argument(
         "--verbose",
@@ -189,7 +202,13 @@ def main(argv: Optional[list[str]] = None) -> dict:
     # Progress bars redrawn with carriage returns make one endless line in a file or a pipe.
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     try:
-        results = run(resolve_config(args), export_dir=args.export, verbose=verbose)
+        config = resolve_config(args)
+        intra_op = args.intra_op_threads
+        if intra_op is None:
+            intra_op = runtime.PRETRAINING_INTRA_OP_THREADS if config.pretrains else 0
+        if not runtime.configure_threads(intra_op, args.inter_op_threads):
+            logger.warning("TensorFlow had already started: its thread settings are kept.")
+        results = run(config, export_dir=args.export, verbose=verbose)
     except (config_lib.ConfigError, data_lib.DamagedDataError) as e:
         # Bad configuration stops before any work (every check in run() comes first), and damaged
         # data stops with the file to rebuild: a reason, not a traceback.
