@@ -95,6 +95,8 @@ def main(argv=None):
         help="comma-separated rank:jit pairs (rank an integer or 'full', jit on/off)",
     )
     args = p.parse_args(argv)
+    # As `python -m s3rec_tf.train` runs pretraining.
+    runtime.configure_threads(runtime.PRETRAINING_INTRA_OP_THREADS)
 
     config = config_lib.Config().replace(**{"pretrain.batch_size": args.batch_size}).validate()
     metadata = data_lib.read_metadata(args.data)
