@@ -125,7 +125,7 @@ def test_last_position_only_equals_the_last_column(causal):
 
 
 # Agreement with the original implementation's stored outputs, about 3x what the port achieves
-# (README: 7e-7 bidirectional, 5e-7 causal, 3e-6 next-item scores).
+# (reports/README.md: 7e-7 bidirectional, 5e-7 causal, 3e-6 next-item scores).
 REFERENCE_ENCODER_ATOL = 2e-6
 REFERENCE_SCORES_ATOL = 9e-6
 

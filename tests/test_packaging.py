@@ -74,7 +74,7 @@ def test_installed_package_runs_the_readme_command_from_another_directory(tmp_pa
     assert results["pretrain"]["epochs"] == 10
     assert 1 <= results["finetune"]["epochs_run"] <= 30
     # Chance is 0.10 (1 target among 100 candidates); on the sample a last-item transition
-    # recommender reaches 0.70 (README).
+    # recommender reaches 0.70 (docs/preprocessing.md).
     assert results["test"]["sampled"]["hr@10"] > 0.3
     assert "Test: sampled HR@10" in out.stderr
     # Not a terminal: one log line per epoch, no carriage-return progress bars.
