@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from keras_models import S3RecEncoder, S3RecPretrainHeads
+from s3rec_tf import losses
 from s3rec_tf.config import Config, ModelConfig
 from s3rec_tf.data import ItemAttributes
 from s3rec_tf.finetune import S3RecRecommender
@@ -67,12 +70,17 @@ def pretrainer_from_config(
 
 
 def recommender_from_config(
-    config: Config, encoder: S3RecEncoder, targets_per_example: Optional[float] = None
+    config: Config,
+    encoder: S3RecEncoder,
+    targets_per_example: Optional[float] = None,
+    popularity: Optional[np.ndarray] = None,
 ) -> S3RecRecommender:
     """The recommender of a Config (loss and protocol switches from config.finetune).
 
     targets_per_example: the data's mean (`data.mean_finetune_targets`), used when
     config.finetune.loss_normalizer is "dataset", where it is required.
+    popularity: the items' training counts (`data.item_popularity`), needed by a loss that
+    samples from popularity.
     """
     finetune = config.finetune
     if finetune.loss_normalizer == "batch":
@@ -82,11 +90,20 @@ def recommender_from_config(
             'finetune.loss_normalizer "dataset" needs targets_per_example '
             "(data.mean_finetune_targets of the training data)."
         )
+    loss = losses.make(
+        finetune.loss,
+        encoder.num_items,
+        gbce_t=finetune.gbce_t,
+        num_samples=finetune.num_samples,
+        sampler=finetune.sampler,
+        popularity=popularity,
+        seed=config.seed,
+    )
     return S3RecRecommender(
         encoder,
-        loss=finetune.loss,
-        gbce_t=finetune.gbce_t,
+        loss=loss,
         exclude_history=finetune.exclude_history,
+        history_zero_metrics=finetune.history_zero_metrics,
         targets_per_example=targets_per_example,
         name="s3rec",
     )

@@ -14,11 +14,18 @@ from typing import Any, Optional
 
 import yaml
 
-# The presets ship inside the package (package data), so `--config sample` works however the
-# project is installed.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+# The YAML presets: the package data s3rec_tf/configs/ of a regular install (setup.py ships the
+# repository's top-level configs/ there); else, in a checkout or an editable install, configs/
+# beside the package.
+CONFIG_DIR = next(
+    (
+        d
+        for d in (os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"),)
+        if os.path.isdir(d)
+    ),
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"),
+)
 
-LOSSES = ("bce", "ce", "gbce")
 LOSS_NORMALIZERS = ("dataset", "batch")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
@@ -73,9 +80,13 @@ class FinetuneConfig:
     epochs: int = 200
     batch_size: int = 256
     learning_rate: float = 1e-3
-    loss: str = "bce"  # bce (reference) | ce (full softmax) | gbce
-    num_negatives: int = 1  # negatives per position for bce/gbce
+    # A name registered in s3rec_tf/losses.py: bce (the reference) | gbce | ce (full softmax) |
+    # sampled_softmax.
+    loss: str = "bce"
+    num_negatives: int = 1  # negatives per position drawn by the input pipeline (bce/gbce)
     gbce_t: float = 0.75  # gBCE calibration parameter t (gSASRec)
+    num_samples: int = 256  # sampled_softmax: negatives shared by a batch, drawn every step
+    sampler: str = "uniform"  # sampled_softmax's proposal: uniform | popularity (logQ-corrected)
     # What a batch's loss sum is divided by. "dataset" (the reference's objective): the expected
     # number of target positions in a batch (batch size x the training users' mean), so every
     # target position weighs the same, as in the reference's randomly composed batches. "batch":
@@ -87,6 +98,9 @@ class FinetuneConfig:
     # Full-ranking protocol: leave the user's history items out of the ranking (RecBole's default
     # and what the reference's full-sort evaluation approximates by zeroing their scores).
     exclude_history: bool = True
+    # Also evaluate with the history items' scores set to 0 (BSARec's and WEARec's protocol),
+    # reported as "full_history_zero", for comparison with their published numbers.
+    history_zero_metrics: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +183,34 @@ class Config:
                 "must be positive",
             )
         finetune = self.finetune
-        _require(finetune.loss in LOSSES, "finetune.loss", finetune.loss, _one_of(LOSSES))
+        from s3rec_tf import losses  # the registry (TensorFlow): config.py itself stays light
+
+        loss_names = losses.names()
+        _require(finetune.loss in loss_names, "finetune.loss", finetune.loss, _one_of(loss_names))
+        _require(
+            finetune.num_samples > 0,
+            "finetune.num_samples",
+            finetune.num_samples,
+            "must be positive",
+        )
+        from s3rec_tf import metrics
+
+        protocols = ("sampled", "full") + (
+            ("full_history_zero",) if finetune.history_zero_metrics else ()
+        )
+        monitors = metrics.metric_names(protocols)
+        _require(
+            finetune.monitor in monitors,
+            "finetune.monitor",
+            finetune.monitor,
+            "must be a validation metric: " + ", ".join(monitors),
+        )
+        _require(
+            finetune.sampler in losses.SAMPLERS,
+            "finetune.sampler",
+            finetune.sampler,
+            _one_of(losses.SAMPLERS),
+        )
         _require(
             finetune.num_negatives > 0,
             "finetune.num_negatives",
@@ -310,7 +351,12 @@ def _flatten(nested: dict, prefix: str = "") -> dict:
 # Fields added after run directories existed, with the value every earlier run had: written to
 # config.json only when they differ from it, so that a run directory of default settings stays
 # readable by code from before the field (which refuses unknown keys).
-_WRITTEN_WHEN_SET = {"mixed_precision": "off"}
+_WRITTEN_WHEN_SET = {
+    "mixed_precision": "off",
+    "finetune.num_samples": 256,
+    "finetune.sampler": "uniform",
+    "finetune.history_zero_metrics": False,
+}
 
 
 def save(config: Config, path: str) -> None:
@@ -319,7 +365,11 @@ def save(config: Config, path: str) -> None:
 
     values = config.to_dict()
     for key, default in _WRITTEN_WHEN_SET.items():
-        if values[key] == default:
-            del values[key]
+        *parents, name = key.split(".")
+        section = values
+        for parent in parents:
+            section = section[parent]
+        if section[name] == default:
+            del section[name]
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(json.dumps(values, indent=2, sort_keys=True))

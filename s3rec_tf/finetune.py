@@ -1,15 +1,8 @@
 """Fine-tuning: the encoder in causal mode as a next-item recommender.
 
 `S3RecRecommender` scores every item by the dot product of the last position's encoding with the
-item embedding table (shared with the input embeddings, as the reference). Training losses, all
-computed from logits:
-
-  * bce  (the reference): one sampled negative per position,
-         softplus(-s_pos) + softplus(s_neg), averaged over target positions;
-  * gbce (gSASRec, Petrov & Macdonald 2023): k negatives, the positive term raised to the power
-         beta = alpha * (t * (1 - 1/alpha) + 1/alpha), alpha = k / (N - 1), which calibrates the
-         overconfidence that negative sampling causes;
-  * ce   full-softmax cross-entropy over items 1..N (padding and mask id excluded).
+item embedding table (shared with the input embeddings, as the reference). The training loss is
+one of `s3rec_tf.losses` (bce, gbce, ce, sampled_softmax), computed per position from logits.
 
 Each loss is a sum over target positions divided by the number of target positions in the
 GLOBAL batch (all replicas), so the gradient is the same whatever the number of replicas: the
@@ -29,8 +22,8 @@ from typing import Optional
 import tensorflow as tf
 
 from s3rec_tf import data as data_lib
+from s3rec_tf import losses as losses_lib
 from s3rec_tf import metrics as metrics_lib
-from s3rec_tf.config import LOSSES
 from s3rec_tf.runtime import global_sum
 
 
@@ -40,9 +33,12 @@ class S3RecRecommender(tf.keras.Model):
 
     Args:
       encoder: a `keras_models.S3RecEncoder`; called with causal=True.
-      loss: "bce" | "gbce" | "ce".
-      gbce_t: gBCE calibration parameter t in [0, 1] (1 = fully calibrated).
+      loss: a `s3rec_tf.losses.NextItemLoss`, or a registered loss name (built with
+        `loss_config`).
+      loss_config: the settings of a loss given by name (its `get_config()`).
       exclude_history: full-ranking protocol leaves out the user's history items when True.
+      history_zero_metrics: also rank under the "full_history_zero" protocol (history items'
+        scores set to 0, as BSARec / WEARec evaluate), metrics named `full_history_zero_*`.
       targets_per_example: the training data's mean number of target positions per example
         (`data.mean_finetune_targets`); None divides each batch's loss by its own count.
 
@@ -54,26 +50,26 @@ class S3RecRecommender(tf.keras.Model):
     def __init__(
         self,
         encoder,
-        loss: str = "bce",
-        gbce_t: float = 0.75,
+        loss="bce",
+        loss_config: Optional[dict] = None,
         exclude_history: bool = False,
+        history_zero_metrics: bool = False,
         targets_per_example: Optional[float] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be 'bce', 'gbce' or 'ce', not {loss!r}.")
         self.encoder = encoder
-        self.loss_name = loss
-        self.gbce_t = gbce_t
+        if isinstance(loss, str):
+            loss = losses_lib.make(loss, encoder.num_items, **(loss_config or {}))
+        self.next_item_loss = loss
         self.exclude_history = exclude_history
+        self.history_zero_metrics = history_zero_metrics
         if targets_per_example is not None and not targets_per_example > 0:
             raise ValueError(f"targets_per_example must be positive, not {targets_per_example!r}.")
         self.targets_per_example = targets_per_example
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
-        self.ranking_metrics = metrics_lib.ranking_metrics("sampled") + metrics_lib.ranking_metrics(
-            "full"
-        )
+        protocols = ("sampled", "full") + (("full_history_zero",) if history_zero_metrics else ())
+        self.ranking_metrics = [m for p in protocols for m in metrics_lib.ranking_metrics(p)]
 
     @property
     def metrics(self):
@@ -105,26 +101,8 @@ class S3RecRecommender(tf.keras.Model):
         table = tf.cast(self.encoder.item_embeddings, tf.float32)
         # Every position is computed and padding is masked out afterwards: fixed shapes keep the
         # step XLA-compilable, and bucketing keeps the padding small.
-        if self.loss_name == "ce":
-            logits = tf.einsum("bwd,nd->bwn", states, table)  # [B, W, N + 2]
-            # Padding 0 and the mask id N + 1 are no answers.
-            ids = tf.range(tf.shape(table)[0])
-            valid = (ids > 0) & (ids <= self.num_items)
-            logits = tf.where(valid, logits, tf.cast(-1e9, logits.dtype))
-            per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(targets, tf.int32), logits=logits
-            )
-        else:
-            negatives = batch[data_lib.NEGATIVE_IDS]  # [B, W, k]
-            pos_logits = tf.reduce_sum(states * tf.gather(table, targets), -1)  # [B, W]
-            neg_logits = tf.einsum("bwd,bwkd->bwk", states, tf.gather(table, negatives))
-            pos_term = tf.nn.softplus(-pos_logits)  # -log sigmoid(s+)
-            if self.loss_name == "gbce":
-                k = tf.cast(tf.shape(negatives)[-1], pos_logits.dtype)
-                alpha = k / tf.cast(self.num_items - 1, pos_logits.dtype)
-                beta = alpha * (self.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
-                pos_term = beta * pos_term
-            per_position = pos_term + tf.reduce_sum(tf.nn.softplus(neg_logits), -1)
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        per_position = self.next_item_loss(states, targets, table, batch, step)
         per_position = tf.where(is_target, per_position, tf.zeros_like(per_position))
         count = tf.reduce_sum(tf.cast(is_target, per_position.dtype))
         return tf.reduce_sum(per_position), count
@@ -157,14 +135,19 @@ class S3RecRecommender(tf.keras.Model):
         negative_scores = tf.gather(scores, negatives, batch_dims=1)
         # A user with fewer negatives than the batch's widest is padded with 0: not a candidate.
         sampled = metrics_lib.sampled_ranks(target_scores, negative_scores, negatives > 0)
-        full = metrics_lib.full_ranking_ranks(
-            scores,
-            targets,
-            history=tf.cast(batch[data_lib.HISTORY], tf.int32),
-            exclude_history=self.exclude_history,
-        )
+        history = tf.cast(batch[data_lib.HISTORY], tf.int32)
+        ranks = {
+            "sampled": sampled,
+            "full": metrics_lib.full_ranking_ranks(
+                scores, targets, history=history, exclude_history=self.exclude_history
+            ),
+        }
+        if self.history_zero_metrics:
+            ranks["full_history_zero"] = metrics_lib.full_ranking_ranks_history_zero(
+                scores, targets, history
+            )
         for metric in self.ranking_metrics:
-            metric.update_state(sampled if metric.protocol == "sampled" else full)
+            metric.update_state(ranks[metric.protocol])
         return {m.name: m.result() for m in self.ranking_metrics}
 
     def get_config(self):
@@ -174,9 +157,10 @@ class S3RecRecommender(tf.keras.Model):
             name=self.name,
             trainable=self.trainable,
             encoder=tf.keras.layers.serialize(self.encoder),
-            loss=self.loss_name,
-            gbce_t=self.gbce_t,
+            loss=self.next_item_loss.name,
+            loss_config=self.next_item_loss.get_config(),
             exclude_history=self.exclude_history,
+            history_zero_metrics=self.history_zero_metrics,
             targets_per_example=self.targets_per_example,
         )
         return config

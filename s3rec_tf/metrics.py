@@ -50,7 +50,9 @@ from typing import Optional
 
 import tensorflow as tf  # after the s3rec_tf package selected Keras 2
 
-PROTOCOLS = ("sampled", "full")
+# "full_history_zero": the full protocol as BSARec / WEARec evaluate it, for comparison with
+# their published numbers: the history items' scores are set to 0 instead of leaving them out.
+PROTOCOLS = ("sampled", "full", "full_history_zero")
 HIT_RATE_KS = (1, 5, 10, 20)
 NDCG_KS = (5, 10, 20)
 
@@ -168,6 +170,41 @@ def full_ranking_ranks(
         valid = valid & ~seen
     target_scores = tf.gather(scores, targets, batch_dims=1)
     return pessimistic_rank(target_scores, scores, valid)
+
+
+def full_ranking_ranks_history_zero(
+    scores: tf.Tensor, targets: tf.Tensor, history: tf.Tensor
+) -> tf.Tensor:
+    """Full protocol with the history items' scores set to 0 (the target's too when the user
+    had it before), as BSARec's and WEARec's evaluation (`rating_pred[train_matrix > 0] = 0`):
+    history items stay candidates, and outrank the target when its score is negative.
+
+    Args as `full_ranking_ranks`; history is required. Ties count against the target.
+    """
+    scores = tf.convert_to_tensor(scores)
+    history = _dense_ids(history)
+    _check_rank(scores, 2, "scores")
+    _check_rank(history, 2, "history")
+    batch, length = tf.shape(history)[0], tf.shape(history)[1]
+    rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], [batch, length])
+    indices = tf.reshape(tf.stack([rows, history], axis=-1), [-1, 2])
+    seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), tf.shape(scores)) > 0
+    seen = seen & (tf.range(tf.shape(scores)[1]) > 0)  # the padding id 0 is no history item
+    return full_ranking_ranks(tf.where(seen, tf.zeros_like(scores), scores), targets)
+
+
+def protocol_of(name: str) -> tuple[str, str]:
+    """ "full_history_zero_hr@10" -> ("full_history_zero", "hr@10"): a metric's protocol and
+    the metric (the longest protocol that prefixes the name)."""
+    for protocol in sorted(PROTOCOLS, key=len, reverse=True):
+        if name.startswith(protocol + "_"):
+            return protocol, name[len(protocol) + 1 :]
+    raise ValueError(f"{name!r} names no protocol of {PROTOCOLS}.")
+
+
+def metric_names(protocols: Sequence[str] = PROTOCOLS) -> list[str]:
+    """Every metric name `ranking_metrics` makes for these protocols (e.g. "full_ndcg@10")."""
+    return [m.name for protocol in protocols for m in ranking_metrics(protocol)]
 
 
 class RankingMetric(tf.keras.metrics.Mean):

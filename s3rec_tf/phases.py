@@ -18,6 +18,7 @@ from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
+from s3rec_tf import metrics as metrics_lib
 from s3rec_tf import reference as reference_lib
 from s3rec_tf import run_dir as run_dir_lib
 
@@ -190,9 +191,12 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     targets_per_example = None
     if settings.loss_normalizer == "dataset":  # one pass over the training split, only if used
         targets_per_example = data_lib.mean_finetune_targets(data_dir, max_seq_length)
+    popularity = None
+    if settings.loss == "sampled_softmax" and settings.sampler == "popularity":
+        popularity = data_lib.item_popularity(data_dir, metadata["num_items"])
     with strategy.scope():
         encoder = builders.encoder_from_config(config.model, metadata["num_items"])
-        model = builders.recommender_from_config(config, encoder, targets_per_example)
+        model = builders.recommender_from_config(config, encoder, targets_per_example, popularity)
         model(tf.zeros([1, 1], tf.int32))  # creates the weights before they are loaded
         init = init_encoder(config, encoder, run_dir)
         runtime.compile_for_training(model, settings.learning_rate, config.jit_compile)
@@ -242,9 +246,9 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
 
 
 def _by_protocol(metrics: dict) -> dict:
-    """{"sampled_hr@10": x, ...} -> {"sampled": {"hr@10": x}, "full": {...}}."""
+    """{"sampled_hr@10": x, ...} -> {"sampled": {"hr@10": x}, "full": {...}, ...}."""
     grouped: dict = {"sampled": {}, "full": {}}
     for name, value in metrics.items():
-        protocol, _, metric = name.partition("_")
+        protocol, metric = metrics_lib.protocol_of(name)
         grouped.setdefault(protocol, {})[metric] = value
     return grouped

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import phases, runtime, schema
+from s3rec_tf import losses, phases, runtime, schema
 from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger("s3rec_tf.train")
@@ -49,7 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="encoder to fine-tune: RUN_DIR/pretrain/encoder, a pretraining checkpoint "
         "(RUN_DIR/pretrain/checkpoints/ckpt-N) or the reference .npz",
     )
-    p.add_argument("--loss", choices=config_lib.LOSSES, help="fine-tuning loss")
+    p.add_argument("--loss", choices=losses.names(), help="fine-tuning loss")
+    p.add_argument(
+        "--num_samples", type=int, help="sampled_softmax: negatives shared by a batch (k)"
+    )
+    p.add_argument("--sampler", choices=losses.SAMPLERS, help="sampled_softmax's proposal")
+    p.add_argument(
+        "--monitor",
+        help="validation metric for early stopping and the kept checkpoint, e.g. sampled_mrr "
+        "or full_ndcg@10",
+    )
     p.add_argument("--num_negatives", type=int, help="negatives per position (bce/gbce)")
     p.add_argument("--hidden_size", type=int)
     p.add_argument("--num_heads", type=int)
@@ -105,6 +114,9 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
         "pretrain.batch_size": args.pretrain_batch_size,
         "finetune.batch_size": args.finetune_batch_size,
         "finetune.loss": args.loss,
+        "finetune.num_samples": args.num_samples,
+        "finetune.sampler": args.sampler,
+        "finetune.monitor": args.monitor,
         "finetune.num_negatives": args.num_negatives,
         "model.hidden_size": args.hidden_size,
         "model.num_heads": args.num_heads,

@@ -189,3 +189,58 @@ def test_train_main_stops_early_restores_the_best_epoch_and_stays_stopped(tmp_pa
     refinal = _variables(run / "final" / "encoder", "encoder/")
     for name in final:
         np.testing.assert_array_equal(refinal[name], final[name], err_msg=name)
+
+
+class _TwoMetrics(tf.keras.callbacks.Callback):
+    """Scripted validation logs where two metrics peak at different epochs."""
+
+    def __init__(self, series):
+        super().__init__()
+        self.series = series
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, values in self.series.items():
+            logs[name] = values[epoch]
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+@pytest.mark.parametrize(
+    "monitor, best", [("sampled_mrr", 2), ("full_ndcg@10", 4)], ids=["sampled", "full"]
+)
+def test_the_monitor_decides_which_epoch_is_kept(tmp_path, monitor, best):
+    """--monitor full_ndcg@10 keeps another checkpoint than sampled_mrr on the same run."""
+    from s3rec_tf import config as config_lib
+
+    config = config_lib.Config().replace(**{"finetune.monitor": monitor}).validate()
+    series = {
+        "val_sampled_mrr": [0.1, 0.3, 0.2, 0.15, 0.1],
+        "val_full_ndcg@10": [0.01, 0.02, 0.03, 0.05, 0.04],
+    }
+    model = _model()
+    state = callbacks.ResumableTraining(
+        str(tmp_path),
+        tf.distribute.get_strategy(),
+        monitor=f"val_{config.finetune.monitor}",  # as phases.finetune names it
+        patience=10,
+    )
+    state.attach(model)
+    script = _TwoMetrics(series)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=[16, 3]).astype(np.float32), rng.normal(size=[16, 2]).astype(np.float32)
+    model.fit(x, y, batch_size=4, epochs=5, verbose=0, callbacks=[script, state])
+    assert state.best_epoch_number == best
+    state.restore_best()
+    _assert_weights_equal(model.get_weights(), script.weights[best - 1])
+
+
+def test_an_unknown_monitor_is_refused_before_training():
+    from s3rec_tf import config as config_lib
+
+    with pytest.raises(config_lib.ConfigError, match="finetune.monitor.*full_ndcg@10"):
+        config_lib.Config().replace(**{"finetune.monitor": "full_ndgc@10"}).validate()
+    with pytest.raises(config_lib.ConfigError, match="finetune.monitor"):
+        config_lib.Config().replace(**{"finetune.monitor": "full_history_zero_mrr"}).validate()
+    config_lib.Config().replace(
+        **{"finetune.monitor": "full_history_zero_mrr", "finetune.history_zero_metrics": True}
+    ).validate()

@@ -83,7 +83,7 @@ def test_gbce_raises_the_positive_probability_to_the_papers_beta(t):
         num_items, max_seq_length=8, hidden_size=16, dropout=0.0, attention_dropout=0.0
     )
     batch = _batch(np.random.default_rng(3), num_items, k=k)
-    gbce = finetune_lib.S3RecRecommender(encoder, loss="gbce", gbce_t=t)
+    gbce = finetune_lib.S3RecRecommender(encoder, loss="gbce", loss_config={"gbce_t": t})
     loss_sum, _ = gbce.compute_loss_terms(batch, training=False)
     states = encoder(batch[data_lib.INPUT_IDS], causal=True).numpy().astype(np.float64)
     table = encoder.item_embeddings.numpy().astype(np.float64)
@@ -177,8 +177,11 @@ def test_scores_are_last_position_times_item_table():
     assert scores.shape == (2, 22)
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce"])
-def test_training_learns_and_beats_popularity(tmp_path, loss):
+@pytest.mark.parametrize(
+    "loss, loss_config",
+    [("bce", None), ("ce", None), ("sampled_softmax", {"num_samples": 16, "seed": 1})],
+)
+def test_training_learns_and_beats_popularity(tmp_path, loss, loss_config):
     """On ring-structured sequences the next item is predictable: loss falls, HR@5 is high."""
     metadata, sequences = small_dataset(
         str(tmp_path), num_users=120, num_items=40, max_seq_length=10
@@ -193,7 +196,7 @@ def test_training_learns_and_beats_popularity(tmp_path, loss):
         dropout=0.1,
         attention_dropout=0.1,
     )
-    model = finetune_lib.S3RecRecommender(encoder, loss=loss)
+    model = finetune_lib.S3RecRecommender(encoder, loss=loss, loss_config=loss_config)
     model.compile(optimizer=tf.keras.optimizers.Adam(5e-3))
     train = data_lib.finetune_train_dataset(str(tmp_path), num_items, 32, 10, 1, seed=0)
     test = data_lib.eval_dataset(str(tmp_path), "test", 64, 10)

@@ -75,6 +75,34 @@ def test_full_ranks_hand_example():
     )
 
 
+def test_full_ranks_with_history_scores_zero_hand_example():
+    """BSARec / WEARec: history items keep competing, with score 0 (the target too if seen)."""
+    # N = 5 items, ids 1..5; pad 0 and mask id 6 never count.
+    scores = np.array(
+        [
+            [9.0, -1.0, -2.0, 0.5, -3.0, -0.5, 9.0],
+            [9.0, -1.0, -2.0, 0.5, -3.0, -0.5, 9.0],
+            [9.0, 2.0, 1.0, 0.5, 3.0, -0.5, 9.0],
+        ],
+        np.float32,
+    )
+    targets = np.array([1, 1, 2])
+    history = np.array([[4, 0], [1, 5], [4, 5]])
+    # Row 0: 4 is seen, its -3 becomes 0 and now beats the target's -1; 3 (0.5) beats it; 5
+    # (-0.5) beats it; 2 (-2) does not -> rank 4. (Excluding history instead: 3 and 5 -> 3.)
+    # Row 1: the target itself was seen: its score becomes 0; 5 becomes 0 and ties (counts
+    # against the target); 3 (0.5) beats it -> rank 3.
+    # Row 2: 4 (3.0) and 5 (-0.5) become 0; the target scores 1.0; only 1 (2.0) beats it -> 2.
+    ranks = metrics.full_ranking_ranks_history_zero(scores, targets, history).numpy()
+    np.testing.assert_array_equal(ranks, [4, 3, 2])
+    ragged = tf.ragged.constant([[4], [1, 5], [4, 5]])
+    np.testing.assert_array_equal(
+        metrics.full_ranking_ranks_history_zero(scores, targets, ragged).numpy(), [4, 3, 2]
+    )
+    assert metrics.protocol_of("full_history_zero_ndcg@10") == ("full_history_zero", "ndcg@10")
+    assert metrics.protocol_of("full_mrr") == ("full", "mrr")
+
+
 def test_pessimistic_rank_ties_mask_and_nan():
     ranks = metrics.pessimistic_rank(
         [2.0, 2.0, 2.0], [[3.0, 2.0, 2.0, 1.0], [1.0, 1.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]]

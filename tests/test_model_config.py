@@ -54,16 +54,31 @@ def test_pretrainer_config_round_trip(tmp_path):
 @pytest.mark.slow
 def test_recommender_config_round_trip(tmp_path):
     model = S3RecRecommender(
-        _encoder(), loss="gbce", gbce_t=0.5, exclude_history=True, targets_per_example=3.5
+        _encoder(),
+        loss="gbce",
+        loss_config={"gbce_t": 0.5},
+        exclude_history=True,
+        targets_per_example=3.5,
     )
     config = model.get_config()
     assert config["encoder"]["config"]["num_items"] == NUM_ITEMS
-    assert {k: config[k] for k in ("loss", "gbce_t", "exclude_history")} == {
+    assert {k: config[k] for k in ("loss", "loss_config", "exclude_history")} == {
         "loss": "gbce",
-        "gbce_t": 0.5,
+        "loss_config": {"gbce_t": 0.5},
         "exclude_history": True,
     }
-    assert S3RecRecommender.from_config(config).targets_per_example == 3.5
+    restored = S3RecRecommender.from_config(config)
+    assert restored.targets_per_example == 3.5
+    assert restored.next_item_loss.gbce_t == 0.5
+    sampled = S3RecRecommender(
+        _encoder(), loss="sampled_softmax", loss_config={"num_samples": 7, "seed": 3}
+    )
+    assert S3RecRecommender.from_config(sampled.get_config()).next_item_loss.get_config() == {
+        "num_samples": 7,
+        "sampler": "uniform",
+        "logq_correction": True,
+        "seed": 3,
+    }
 
     rng = np.random.default_rng(0)
     inputs = rng.integers(1, NUM_ITEMS + 1, [6, 8])
