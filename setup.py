@@ -5,11 +5,15 @@ setup(
     version="0.1.0",
     description="S3-Rec self-supervised sequential recommendation on TensorFlow, Keras and Beam",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["s3rec_tf*", "keras_models*", "beam_pipelines*", "export*"]),
+    packages=find_packages(include=["s3rec_tf*", "keras_models*", "beam_pipelines*", "export*"])
+    + ["s3rec_tf.configs"],
+    # The YAML presets live in the repository's top-level configs/ and ship as the package data
+    # s3rec_tf/configs/; with the bundled sample's raw files, that makes
+    # `python -m s3rec_tf.train --config sample` work after a plain (non-editable) install. (An
+    # editable install reads configs/ from the checkout: s3rec_tf.config.CONFIG_DIR.)
+    package_dir={"s3rec_tf.configs": "configs"},
     include_package_data=True,
-    # The bundled sample's raw files and the YAML presets ship inside the packages, so that
-    # `python -m s3rec_tf.train --config sample` works after a plain (non-editable) install.
-    package_data={"beam_pipelines": ["sample_data/*"], "s3rec_tf": ["configs/*.yaml"]},
+    package_data={"beam_pipelines": ["sample_data/*"], "s3rec_tf.configs": ["*.yaml"]},
     install_requires=[
         "tensorflow==2.20.*",
         "tf-keras==2.20.*",
@@ -25,7 +29,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=9", "pytest-xdist>=3.5", "ruff==0.17.*"],
+        # setuptools: tests/test_packaging.py builds the project without build isolation, with
+        # this environment's setuptools, which from 70.1 on builds wheels without the `wheel`
+        # package (a fresh Python 3.11 venv comes with setuptools 65.5).
+        "test": ["pytest>=9", "pytest-xdist>=3.5", "ruff==0.17.*", "setuptools>=70.1"],
         "scann": ["scann[tf]==1.4.2"],
     },
 )

@@ -13,8 +13,7 @@ reports/beauty_quality.md; processes running side by side should each write thei
 (the merge is read-modify-write) and `--merge` their reports into one afterwards; rerunning a
 finished row only re-evaluates it.
 
-Pretraining uses s3rec_tf/configs/reference_weights.yaml unless --config says otherwise: the
-objective
+Pretraining uses configs/reference_weights.yaml unless --config says otherwise: the objective
 weights of the authors' code (AAP 0.2, MIP 1.0, MAP 1.0, SP 0.5), with which the paper's numbers
 were made. Two rows can pretrain side by side, one process each with one TensorFlow thread
 (TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1), which gets more epochs out of 2 cores than

@@ -1,8 +1,10 @@
 """A plain (non-editable) install runs the README's first command, exactly, from another directory.
 
 The project is installed with `pip install --no-deps --no-build-isolation .` from a copy of the
-repository into a fresh virtual environment that sees this machine's packages (TensorFlow, Beam,
-...; nothing is downloaded). The presets (`--config sample`) and the bundled sample's raw files
+repository into a fresh virtual environment that sees the packages of the environment running the
+tests (TensorFlow, Beam, ...; nothing is downloaded), and builds with its setuptools (>= 70.1, the
+`test` extra's: a fresh venv's own 65.5 has no bdist_wheel without the `wheel` package). The
+presets (`--config sample`, shipped from the top-level configs/) and the bundled sample's raw files
 must come from the installed package, not from a checkout.
 """
 
@@ -11,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -28,8 +31,21 @@ def test_installed_package_runs_the_readme_command_from_another_directory(tmp_pa
         ),
     )
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    # Not --system-site-packages: that would be the base interpreter's site-packages, not those of
+    # the (virtual) environment running this test. Without pip, so without the venv's own old
+    # setuptools: pip and setuptools come from here too, through a .pth file.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    venv_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    here = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages")]
+    here = here or [sysconfig.get_paths()["purelib"]]
+    with open(os.path.join(venv_site, "test_environment.pth"), "w") as f:
+        f.write("".join(p + "\n" for p in here))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["S3REC_CACHE"] = str(tmp_path / "cache")  # the sample is preprocessed from the install
     install = subprocess.run(
@@ -46,14 +62,26 @@ def test_installed_package_runs_the_readme_command_from_another_directory(tmp_pa
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
-        [python, "-c", "import s3rec_tf, beam_pipelines; print(s3rec_tf.__file__)"],
+        [
+            python,
+            "-c",
+            "import os, s3rec_tf, beam_pipelines; from s3rec_tf import config; "
+            "print(s3rec_tf.__file__); print(config.CONFIG_DIR); "
+            "print(' '.join(os.listdir(config.CONFIG_DIR))); "
+            "print(config.load('reference_weights').pretrain.aap_weight)",
+        ],
         cwd=elsewhere,
         capture_output=True,
         text=True,
         env=env,
         check=True,
     )
-    assert where.stdout.strip().startswith(str(venv)), where.stdout
+    package_file, config_dir, presets, aap_weight = where.stdout.strip().splitlines()[-4:]
+    assert package_file.startswith(str(venv)), where.stdout
+    # The presets (the repository's top-level configs/) are the installed package's data.
+    assert config_dir == os.path.join(os.path.dirname(package_file), "configs"), where.stdout
+    assert {"reference_weights.yaml", "sample.yaml"} <= set(presets.split()), where.stdout
+    assert aap_weight == "0.2", where.stdout  # reference_weights.yaml: the authors' AAP weight
 
     # `python -m s3rec_tf.train --rank 16 --config sample --output runs/sample`, from a cold
     # cache: the bundled sample is preprocessed by Beam on first use, then the sample preset runs.
