@@ -119,7 +119,15 @@ def numpy_losses(model, batch, multi_hot):
     return {"aap": aap, "mip": mip, "map": map_, "sp": sp}
 
 
-def _tiny_model(seed=0, aap_rank=2, map_rank=None, dropout=0.0, head_positions="auto", **kw):
+def _tiny_model(
+    seed=0,
+    aap_rank=2,
+    map_rank=None,
+    dropout=0.0,
+    head_positions="auto",
+    attention_implementation="matmul",
+    **kw,
+):
     tf.keras.utils.set_random_seed(seed)
     encoder = S3RecEncoder(
         num_items=NUM_ITEMS,
@@ -129,6 +137,7 @@ def _tiny_model(seed=0, aap_rank=2, map_rank=None, dropout=0.0, head_positions="
         num_heads=2,
         dropout=dropout,
         attention_dropout=dropout,
+        attention_implementation=attention_implementation,
     )
     heads = S3RecPretrainHeads(NUM_ATTRIBUTES, hidden_size=8, aap_rank=aap_rank, map_rank=map_rank)
     return S3RecPretrainer(
@@ -160,6 +169,41 @@ def test_losses_match_a_numpy_oracle(head_positions):
     for name in OBJECTIVES:
         assert expected[name] > 0
         np.testing.assert_allclose(float(losses[name]) * 5, expected[name], rtol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "dropout"])
+def test_matmul_attention_computes_the_objectives_of_keras_attention(training):
+    """The fast path (attention by matmuls on MultiHeadAttention's weights) and the plain one
+    (the Keras layer's call) give the same objectives and gradients on the same batch, dropout
+    masks included (same seeded draws in the same order)."""
+    batch = pad_batch(make_examples(6, NUM_ITEMS, 8, seed=5))
+    results = {}
+    for implementation in ("keras", "matmul"):
+        with runtime.seeded_dropout():
+            model = _tiny_model(seed=7, dropout=0.3, attention_implementation=implementation)
+        rng = np.random.default_rng(3)  # weights of moderate size: attention far from uniform
+        for weight in model.weights:
+            weight.assign(rng.normal(scale=0.4, size=weight.shape).astype(np.float32))
+        tf.keras.utils.set_random_seed(11)
+        # The objectives move little with the attention; the encodings show any difference.
+        encodings = model.encoder(batch[schema.MASKED_ITEM_SEQUENCE], training=training).numpy()
+        tf.keras.utils.set_random_seed(11)
+        with tf.GradientTape() as tape:
+            losses = model.compute_losses(batch, training=training)
+            total = model.total_loss(losses)
+        gradients = tape.gradient(total, model.trainable_variables)
+        results[implementation] = (
+            {name: float(losses[name]) for name in OBJECTIVES},
+            [tf.convert_to_tensor(g).numpy() for g in gradients],
+            encodings,
+        )
+    keras_losses, keras_grads, keras_encodings = results["keras"]
+    fast_losses, fast_grads, fast_encodings = results["matmul"]
+    np.testing.assert_allclose(fast_encodings, keras_encodings, rtol=0, atol=1e-6)
+    for name in OBJECTIVES:
+        np.testing.assert_allclose(fast_losses[name], keras_losses[name], rtol=1e-6, err_msg=name)
+    for fast, plain in zip(fast_grads, keras_grads):
+        np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-7)
 
 
 def test_batch_padded_to_its_own_width_gives_the_same_losses():
