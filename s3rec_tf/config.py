@@ -1,4 +1,4 @@
-"""Configuration: nested dataclasses, YAML presets (`s3rec_tf/configs/`), validation with clear
+"""Configuration: nested dataclasses, YAML presets (`configs/`), validation with clear
 messages.
 
 Only `s3rec_tf.train.main()` applies command-line overrides; everything else receives a finished,
@@ -299,7 +299,7 @@ def from_dict(values: dict, source: str = "config") -> Config:
 
 
 def load(path_or_name: Optional[str] = None) -> Config:
-    """Loads a YAML preset (a path, or a name in s3rec_tf/configs/) over the defaults."""
+    """Loads a YAML preset (a path, or a name in configs/) over the defaults."""
     if path_or_name is None:
         return Config()
     path = path_or_name

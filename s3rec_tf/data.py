@@ -273,6 +273,12 @@ def _options(deterministic: bool = True) -> tf.data.Options:
     options.deterministic = deterministic
     # Sharding by data is correct whatever the number of files per worker.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # No autotuning: destroying an iterator waits for tf.data's autotune thread, which sleeps
+    # through its optimisation period first. Every epoch makes new iterators (training, then
+    # validation), and measured on the 2-core machine 2 of 4 pretraining epochs spent 20-32 s
+    # idle in that teardown, against 0 s without autotune at the same steps' speed
+    # (reports/pretrain_speed.md). AUTOTUNE parallelism then means one call per core.
+    options.autotune.enabled = False
     return options
 
 

@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m s3rec_tf.train",
         description="S3-Rec: self-supervised pretraining, fine-tuning and evaluation.",
     )
-    p.add_argument("--config", help="YAML preset: a path or a name in s3rec_tf/configs/ (sample)")
+    p.add_argument(
+        "--config",
+        help="YAML preset: a path or a name in configs/ (sample, reference_weights, full_ranking)",
+    )
     p.add_argument("--data", help="output dir of beam_pipelines.preprocess (default: the sample)")
     p.add_argument("--output", help="run directory (default: runs/default)")
     p.add_argument("--rank", help="AAP/MAP rank: an integer in 1..hidden, or 'full'")
