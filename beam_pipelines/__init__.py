@@ -6,6 +6,7 @@ checks), `parse` (readers and dead letters per input format), `algorithms` (pure
 composite PTransforms), `writers` (files: temporary name, then rename), `job` (the job's
 PTransform), `raw_format` and `sample_data` (test and sample inputs).
 
-Nothing here imports TensorFlow at package import; only `writers` and `job` do (through the data
-contract `s3rec_tf.schema` and tf.train.Example).
+Nothing here imports TensorFlow at package import; `writers` does (the data contract
+`s3rec_tf.schema` and tf.train.Example), and so do `steps` (its write steps are writers' DoFns)
+and `job` (it chains the steps): tests/test_imports.py keeps the list.
 """
