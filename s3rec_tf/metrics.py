@@ -203,8 +203,14 @@ def protocol_of(name: str) -> tuple[str, str]:
 
 
 def metric_names(protocols: Sequence[str] = PROTOCOLS) -> list[str]:
-    """Every metric name `ranking_metrics` makes for these protocols (e.g. "full_ndcg@10")."""
-    return [m.name for protocol in protocols for m in ranking_metrics(protocol)]
+    """Every metric name `ranking_metrics` makes for these protocols (e.g. "full_ndcg@10").
+
+    Spelled out rather than read off metric objects: making a Keras metric creates variables,
+    which starts TensorFlow's runtime, and a configuration check must not (the training CLI sets
+    the thread pools after it, and they cannot change once the runtime runs).
+    """
+    bases = [f"hr@{k}" for k in HIT_RATE_KS] + [f"ndcg@{k}" for k in NDCG_KS] + ["mrr"]
+    return [_default_name(base, protocol) for protocol in protocols for base in bases]
 
 
 class RankingMetric(tf.keras.metrics.Mean):

@@ -261,3 +261,9 @@ def test_model_evaluate_returns_every_metric_by_name(exclude_history):
         ),
     }
     _assert_close({k: float(v) for k, v in results.items()}, expected)
+
+
+def test_metric_names_are_those_of_the_metric_objects():
+    assert metrics.metric_names() == [
+        m.name for protocol in metrics.PROTOCOLS for m in metrics.ranking_metrics(protocol)
+    ]

@@ -374,3 +374,25 @@ def test_seeded_training_is_reproducible_with_and_without_xla(jit_compile):
     np.testing.assert_array_equal(first, second)
     # The switch is undone on leaving, so later layers get the default random ops again.
     assert not tf.keras.backend.experimental.is_tf_random_generator_enabled()
+
+
+def test_the_cli_sets_its_thread_pools_before_tensorflow_starts():
+    """Resolving and validating the configuration starts no TensorFlow runtime, so main() can
+    still set the thread pools (they cannot change once it runs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from s3rec_tf import runtime, train\n"
+        "args = train.build_parser().parse_args(['--rank', '16', '--monitor', 'full_ndcg@10'])\n"
+        "config = train.resolve_config(args)\n"
+        "assert config.pretrains\n"
+        "assert runtime.configure_threads(1, 2), 'TensorFlow had started'\n"
+        "import tensorflow as tf\n"
+        "threading = tf.config.threading\n"
+        "got = (threading.get_intra_op_parallelism_threads(),\n"
+        "       threading.get_inter_op_parallelism_threads())\n"
+        "assert got == (1, 2), got\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
