@@ -75,8 +75,6 @@ class NextItemLoss:
     """Base class. Subclasses implement `__call__` and list their settings in `get_config`."""
 
     name = ""
-    # True when the loss reads the input pipeline's NEGATIVE_IDS.
-    uses_negative_ids = False
 
     def __init__(self, num_items: int):
         if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
@@ -94,8 +92,6 @@ class NextItemLoss:
 class BinaryCrossEntropy(NextItemLoss):
     """softplus(−s₊) + Σ_j softplus(s₋ⱼ) over the pipeline's negatives (one in the reference)."""
 
-    uses_negative_ids = True
-
     def __call__(self, states, targets, table, batch, step):
         pos_logits, neg_logits = _pair_logits(states, targets, table, batch)
         return tf.nn.softplus(-pos_logits) + tf.reduce_sum(tf.nn.softplus(neg_logits), -1)
@@ -104,8 +100,6 @@ class BinaryCrossEntropy(NextItemLoss):
 @register("gbce")
 class GeneralizedBinaryCrossEntropy(NextItemLoss):
     """gBCE: the positive term raised to the power β (a factor β on −log σ(s₊))."""
-
-    uses_negative_ids = True
 
     def __init__(self, num_items: int, gbce_t: float = 0.75):
         super().__init__(num_items)

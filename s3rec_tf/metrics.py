@@ -155,19 +155,7 @@ def full_ranking_ranks(
     if exclude_history:
         if history is None:
             raise ValueError("exclude_history=True needs the users' history items.")
-        history = _dense_ids(history)
-        _check_rank(history, 2, "history")
-        batch, length = tf.shape(history)[0], tf.shape(history)[1]
-        with tf.control_dependencies(
-            [
-                tf.debugging.assert_greater_equal(history, 0, message="history id < 0"),
-                tf.debugging.assert_less(history, width, message="history id > N + 1"),
-            ]
-        ):
-            rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], [batch, length])
-        indices = tf.reshape(tf.stack([rows, history], axis=-1), [-1, 2])
-        seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), [batch, width]) > 0
-        valid = valid & ~seen
+        valid = valid & ~_seen(history, width)
     target_scores = tf.gather(scores, targets, batch_dims=1)
     return pessimistic_rank(target_scores, scores, valid)
 
@@ -182,15 +170,26 @@ def full_ranking_ranks_history_zero(
     Args as `full_ranking_ranks`; history is required. Ties count against the target.
     """
     scores = tf.convert_to_tensor(scores)
-    history = _dense_ids(history)
     _check_rank(scores, 2, "scores")
+    # Column 0 (padding) may be marked seen: it is never a candidate anyway.
+    seen = _seen(history, tf.shape(scores)[1])
+    return full_ranking_ranks(tf.where(seen, tf.zeros_like(scores), scores), targets)
+
+
+def _seen(history: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """[batch, width] bool: True at the ids in each row of `history` ([batch, H], 0-padded)."""
+    history = _dense_ids(history)
     _check_rank(history, 2, "history")
     batch, length = tf.shape(history)[0], tf.shape(history)[1]
-    rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], [batch, length])
+    with tf.control_dependencies(
+        [
+            tf.debugging.assert_greater_equal(history, 0, message="history id < 0"),
+            tf.debugging.assert_less(history, width, message="history id > N + 1"),
+        ]
+    ):
+        rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], [batch, length])
     indices = tf.reshape(tf.stack([rows, history], axis=-1), [-1, 2])
-    seen = tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), tf.shape(scores)) > 0
-    seen = seen & (tf.range(tf.shape(scores)[1]) > 0)  # the padding id 0 is no history item
-    return full_ranking_ranks(tf.where(seen, tf.zeros_like(scores), scores), targets)
+    return tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), [batch, width]) > 0
 
 
 def protocol_of(name: str) -> tuple[str, str]:
