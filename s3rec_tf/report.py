@@ -367,7 +367,10 @@ def markdown(sweep: dict) -> str:
     lines = ["# Rank study: how far can the AAP / MAP heads be factorised?", ""]
     if not runs:
         return "\n".join(lines + ["No finished run yet.", ""])
-    weights = config["pretrain"]
+    # A sweep fine-tuning another sweep's pretraining (--pretrained_from) records its weights.
+    weights = ((pretrained or [{}])[0].get("pretrained_from") or {}).get("pretrain") or config[
+        "pretrain"
+    ]
     epochs = sorted({r["pretrain_epochs"] for r in pretrained})
     machines = sorted({r["machine"] for r in runs if r.get("machine")})
     jobs = sorted({side_by_side(r) for r in runs})

@@ -24,6 +24,18 @@ SWEEP_DIR/sweep.json is rewritten after every finished run (`runs`: one entry pe
 see `run_entry`; `pending`: the runs still to do); `python -m s3rec_tf.report SWEEP_DIR` turns it
 into sweep.md and the plots.
 
+One pretraining, several fine-tunings: `--pretrained_from OTHER_SWEEP_DIR` fine-tunes every
+rank's run from the pretrained encoder of the run with the same name in another sweep (its
+`pretrain/encoder`, written when that run's pretraining ends) instead of pretraining again, e.g.
+a loss axis over the rank study's pretraining, one sweep per loss:
+
+    python -m s3rec_tf.sweep --ranks full --seeds 3 --pretrained_from RANK_SWEEP_DIR \
+        --config full_ranking --output CE_SWEEP_DIR
+
+A run whose source is still pretraining (in a sweep running meanwhile) waits for it; a run
+directory that another process holds is left to it. sweep.json records each such run's source
+and the source's pretraining epochs and losses.
+
 Run directories are scratch (checkpoints, logs); the record is sweep.json. When the machine that
 held them is gone, `--carry_over OLD/sweep.json` (e.g. the copy committed under reports/) counts
 the runs it records as finished, after the same settings check as a run directory's results.json,
@@ -43,6 +55,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -77,10 +90,15 @@ class Run:
     def name(self) -> str:
         return f"sasrec-s{self.seed}" if self.rank == "none" else f"r{self.rank}-s{self.seed}"
 
-    def train_flags(self) -> list[str]:
+    def train_flags(self, pretrained_from: Optional[str] = None) -> list[str]:
+        """The training CLI's flags that make this run; `pretrained_from`: a sweep directory
+        whose run of the same name holds the pretrained encoder to fine-tune (SASRec has none)."""
         if self.rank == "none":
             return ["--seed", str(self.seed), "--no_pretrain"]
-        return ["--seed", str(self.seed), "--rank", str(self.rank)]
+        flags = ["--seed", str(self.seed), "--rank", str(self.rank)]
+        if pretrained_from:
+            flags += ["--init_from", pretrained_encoder(pretrained_from, self)]
+        return flags
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -136,6 +154,36 @@ def plan(seed_counts: dict[Rank, int]) -> list[Run]:
 
 def run_dir(output: str, run: Run) -> str:
     return os.path.join(output, "runs", run.name)
+
+
+def pretrained_encoder(sweep_dir: str, run: Run) -> str:
+    """The pretrained encoder of `run`'s namesake in `sweep_dir` (run_dir.PRETRAINED_ENCODER)."""
+    return os.path.join(run_dir(sweep_dir, run), "pretrain", "encoder")
+
+
+def pretraining_source(sweep_dir: str, run: Run) -> dict:
+    """What a run fine-tuned from another sweep's pretraining records of it (sweep_run.json):
+    where it is, its pretraining settings, and its epochs' losses and times."""
+    directory = run_dir(sweep_dir, run)
+    config = read_json(os.path.join(directory, "config.json"))
+    return {
+        "run_dir": os.path.abspath(directory),
+        "pretrain": config["pretrain"],
+        "epochs_log": read_epoch_log(os.path.join(directory, "pretrain", "epochs.csv")),
+    }
+
+
+def waiting_for(output: str, run: Run, pretrained_from: Optional[str]) -> Optional[str]:
+    """Why `run` cannot start now (None when it can): its directory is held by another live
+    process, or the pretraining it fine-tunes from has not finished."""
+    pid, host = lockfile.read_lock(os.path.join(run_dir(output, run), "run.lock"))
+    if pid is not None and host in ("", socket.gethostname()) and lockfile.process_alive(pid):
+        return f"{run_dir(output, run)} is being trained by process {pid}"
+    if pretrained_from and run.rank != "none":
+        source = run_dir(pretrained_from, run)
+        if not os.path.exists(os.path.join(source, "pretrain", "summary.json")):
+            return f"the pretraining in {source} has not finished"
+    return None
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -216,6 +264,11 @@ def run_entry(output: str, run: Run) -> dict:
     parameters["aap_reduction_vs_full"] = 1.0 - parameters["aap"] / hidden**2
     parameters["map_reduction_vs_full"] = 1.0 - parameters["map"] / hidden**2
     extra = read_json(os.path.join(directory, "sweep_run.json")) or {}
+    source = extra.get("pretrained_from")
+    pretrain_epochs = 0 if run.rank == "none" else config["pretrain"]["epochs"]
+    if source:  # fine-tuned from another sweep's pretraining: its epochs are this run's
+        pretrain_log = source["epochs_log"]
+        pretrain_epochs = len(pretrain_log)
 
     def seconds_per_epoch(log):
         # The median: an epoch that ran while the machine was busy, or across a pause of the
@@ -232,7 +285,8 @@ def run_entry(output: str, run: Run) -> dict:
         "test": results["test"],
         "valid": results["valid"],
         "parameters": parameters,
-        "pretrain_epochs": 0 if run.rank == "none" else config["pretrain"]["epochs"],
+        "pretrain_epochs": pretrain_epochs,
+        "pretrained_from": source and {k: source[k] for k in ("run_dir", "pretrain")},
         "finetune_epochs": {"run": finetune["epochs_run"], "best": finetune["best_epoch"]},
         "wall_seconds": results["wall_seconds"],
         "seconds_per_epoch": {
@@ -293,9 +347,12 @@ def status(output: str, runs: list[Run], carried: dict, now=None) -> str:
             progress = run_dir_lib.run_status(run_dir(output, run))
             state = progress["state"]
             pretrain = finetune = ""
+            extra = read_json(os.path.join(run_dir(output, run), "sweep_run.json")) or {}
             if state != "not started":
                 pre, fine = progress["pretrain"], progress["finetune"]
                 pretrain = f"{pre['epochs_done']}/{pre['epochs']}"
+                if extra.get("pretrained_from"):
+                    pretrain = f"{len(extra['pretrained_from']['epochs_log'])} (another sweep's)"
                 finetune = f"{fine['epochs_done']}/{fine['epochs']}"
                 if fine["epochs_done"]:
                     finetune += f" (best {fine['best_epoch']})"
@@ -438,7 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any other flag is the training CLI's (python -m s3rec_tf.train --help) and is "
         "given to every run, e.g. --data DIR --config reference_weights --pretrain_epochs 50.",
     )
-    p.add_argument("--ranks", nargs="+", required=True, help="ranks: integers and/or 'full'")
+    p.add_argument(
+        "--ranks",
+        nargs="*",
+        default=[],
+        help="ranks: integers and/or 'full' (none: SASRec alone, --seeds none:N)",
+    )
     p.add_argument(
         "--seeds",
         nargs="+",
@@ -447,6 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
         "full:5 none:3; 'none' is SASRec)",
     )
     p.add_argument("--no_sasrec", action="store_true", help="leave out the SASRec baseline")
+    p.add_argument(
+        "--pretrained_from",
+        metavar="SWEEP_DIR",
+        help="fine-tune each rank's run from the pretrained encoder of its namesake in this "
+        "sweep directory (e.g. another loss over the same pretraining) instead of pretraining",
+    )
     p.add_argument("--output", required=True, help="sweep directory (runs/, sweep.json)")
     p.add_argument(
         "--carry_over",
@@ -490,6 +558,12 @@ def resolve(argv: Optional[list[str]] = None):
         raise SweepError(f"--ranks {args.ranks}: a rank appears twice.")
     if not args.no_sasrec:
         ranks.append("none")
+    if not ranks:
+        raise SweepError("--ranks gives no rank and --no_sasrec leaves out SASRec: no run.")
+    if args.pretrained_from and not os.path.isdir(os.path.join(args.pretrained_from, "runs")):
+        raise SweepError(
+            f"--pretrained_from {args.pretrained_from}: not a sweep directory (no runs/)."
+        )
     counts = parse_seeds(args.seeds, ranks)
     runs = plan(counts)
 
@@ -503,12 +577,16 @@ def resolve(argv: Optional[list[str]] = None):
     configs = {}
     for run in runs:
         run_args = parser.parse_args(
-            train_flags + run.train_flags() + ["--output", run_dir(args.output, run)]
+            train_flags
+            + run.train_flags(args.pretrained_from)
+            + ["--output", run_dir(args.output, run)]
         )
         try:
             configs[run] = train.resolve_config(run_args)
         except ValueError as e:  # config_lib.ConfigError
             raise SweepError(f"run {run.name}: {e}") from None
+        if args.pretrained_from and run.rank != "none":
+            _check_source_model(run, configs[run], args.pretrained_from)
     data_dir = common.data or train.sample_data_dir()
     from s3rec_tf import data as data_lib
 
@@ -521,6 +599,24 @@ def resolve(argv: Optional[list[str]] = None):
         train_flags = train_flags + ["--data", data_dir]
         configs = {r: c.replace(**{"data.data_dir": data_dir}) for r, c in configs.items()}
     return args, runs, train_flags, configs, metadata
+
+
+def _check_source_model(run: Run, config, sweep_dir: str) -> None:
+    """The pretrained encoder a run starts from must be the model it fine-tunes (checked when
+    the source has started; a source not started yet is checked by the restore itself)."""
+    saved = os.path.join(run_dir(sweep_dir, run), "config.json")
+    recorded = read_json(saved)
+    if recorded is None:
+        return
+    source = config_lib.from_dict(recorded, source=saved)
+    diff = {
+        k: v for k, v in config_lib.differences(source, config).items() if k.startswith("model.")
+    }
+    if diff:
+        fields = "; ".join(f"{k} = {a!r} there, {b!r} here" for k, (a, b) in sorted(diff.items()))
+        raise SweepError(
+            f"run {run.name}: --pretrained_from {saved} pretrains another model ({fields})."
+        )
 
 
 def _check_settings(run: Run, recorded: dict, wanted, where: str) -> Optional[tuple]:
@@ -653,14 +749,27 @@ def work_order(output: str, todo: list[Run]) -> list[Run]:
     return started + [r for r in todo if r not in started]
 
 
-def next_run(output: str, queue: list[Run]) -> Optional[Run]:
-    """Takes the next run to train off `queue`, skipping runs that finished since the sweep
-    started (trained by a `python -m s3rec_tf.train` of their own); None when none is left."""
-    while queue:
-        run = queue.pop(0)
-        if not finished_here(output, run):
+def next_run(
+    output: str, queue: list[Run], pretrained_from: Optional[str] = None, told=None
+) -> Optional[Run]:
+    """Takes the next run that can start off `queue`: runs that finished since the sweep started
+    (trained by a `python -m s3rec_tf.train` of their own) leave the queue; runs that cannot
+    start yet (`waiting_for`) stay in it, said once (`told`: the runs already said). None when
+    no run can start now."""
+    told = set() if told is None else told
+    for run in list(queue):
+        if finished_here(output, run):
+            queue.remove(run)
+            print(f"{run.name}: finished meanwhile, not trained again", flush=True)
+            continue
+        reason = waiting_for(output, run, pretrained_from)
+        if reason is None:
+            queue.remove(run)
+            told.discard(run)
             return run
-        print(f"{run.name}: finished meanwhile, not trained again", flush=True)
+        if run not in told:
+            told.add(run)
+            print(f"{run.name}: waiting ({reason})", flush=True)
     return None
 
 
@@ -732,16 +841,20 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
     failed: list[str] = []
     queue = work_order(output, todo)
     index = {r: i + 1 for i, r in enumerate(runs)}
+    told: set = set()
     with StopSignals() as stop:
         try:
             while (queue or active) and stop.signum is None:
                 while len(active) < args.jobs and stop.signum is None:
-                    run = next_run(output, queue)
+                    run = next_run(output, queue, args.pretrained_from, told)
                     if run is None:
                         break
-                    command = [*train_flags, *run.train_flags()]
+                    command = [*train_flags, *run.train_flags(args.pretrained_from)]
+                    recorded = dict(segment)
+                    if args.pretrained_from and run.rank != "none":
+                        recorded["pretrained_from"] = pretraining_source(args.pretrained_from, run)
                     item = _start(
-                        run, index[run], len(runs), output, command, configs[run], env, segment
+                        run, index[run], len(runs), output, command, configs[run], env, recorded
                     )
                     active.append(item)
                     print(item.start_line(), flush=True)

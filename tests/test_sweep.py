@@ -144,6 +144,54 @@ def test_runs_finished_while_the_sweep_runs_are_not_trained_again(tmp_path, caps
     assert sweep.next_run(str(tmp_path), queue) is None and queue == []
 
 
+def test_sasrec_alone_needs_no_rank_and_a_sweep_of_nothing_is_refused(tmp_path):
+    args, runs, *_ = sweep.resolve(["--seeds", "none:2", "--output", str(tmp_path), *TINY])
+    assert [r.name for r in runs] == ["sasrec-s1", "sasrec-s2"]
+    with pytest.raises(sweep.SweepError, match="no run"):
+        sweep.resolve(["--seeds", "2", "--no_sasrec", "--output", str(tmp_path), *TINY])
+
+
+def test_fine_tuning_another_sweeps_pretraining_waits_for_it_and_checks_its_model(tmp_path, capsys):
+    source, output = tmp_path / "pretrained", tmp_path / "ce"
+    base = ["--ranks", "full", "--seeds", "1", "--output", str(output), *TINY]
+    with pytest.raises(sweep.SweepError, match="not a sweep directory"):
+        sweep.resolve(base + ["--pretrained_from", str(source)])
+    full, sasrec = sweep.Run("full", 1), sweep.Run("none", 1)
+    os.makedirs(sweep.run_dir(str(source), full))
+    args, runs, _, configs, _ = sweep.resolve(base + ["--pretrained_from", str(source)])
+    encoder = os.path.join(sweep.run_dir(str(source), full), "pretrain", "encoder")
+    assert configs[full].init_from == encoder and not configs[full].pretrains
+    assert full.train_flags(str(source))[-2:] == ["--init_from", encoder]
+    assert configs[sasrec].init_from is None and sasrec.train_flags(str(source)) == (
+        sasrec.train_flags()
+    )
+
+    # Its source still pretraining: the run waits (said once); SASRec goes first meanwhile.
+    queue, told = [full, sasrec], set()
+    assert sweep.next_run(str(output), queue, str(source), told) == sasrec
+    assert sweep.next_run(str(output), queue, str(source), told) is None and queue == [full]
+    assert capsys.readouterr().out.count("rfull-s1: waiting (the pretraining in") == 1
+    config_lib.save(configs[full], os.path.join(sweep.run_dir(str(source), full), "config.json"))
+    os.makedirs(os.path.dirname(encoder))
+    open(os.path.join(os.path.dirname(encoder), "summary.json"), "w").write("{}")
+    assert sweep.next_run(str(output), queue, str(source), told) == full and queue == []
+    recorded = sweep.pretraining_source(str(source), full)
+    assert recorded["pretrain"] == configs[full].to_dict()["pretrain"]
+
+    # A run directory another live process holds is left to it.
+    os.makedirs(sweep.run_dir(str(output), full))
+    lock = os.path.join(sweep.run_dir(str(output), full), "run.lock")
+    open(lock, "w").write(f"{os.getpid()} {socket.gethostname()}\n")
+    assert sweep.next_run(str(output), [full], str(source)) is None
+    assert f"is being trained by process {os.getpid()}" in capsys.readouterr().out
+
+    # A source that pretrains another model stops the sweep before any work.
+    other = configs[full].replace(**{"model.hidden_size": 32})
+    config_lib.save(other, os.path.join(sweep.run_dir(str(source), full), "config.json"))
+    with pytest.raises(sweep.SweepError, match="model.hidden_size = 32 there, 16 here"):
+        sweep.resolve(base + ["--pretrained_from", str(source)])
+
+
 def test_an_interrupted_sweep_finishes_the_runs_it_started_before_starting_others(tmp_path):
     import tensorflow as tf
 
@@ -530,6 +578,22 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         )
         assert row in text, text
     assert os.listdir(elsewhere / "runs") == []
+
+    # Another loss over the same pretraining: fine-tuned from rfull-s1's encoder, no pretraining.
+    ce = tmp_path / "ce"
+    command = [sys.executable, "-m", "s3rec_tf.sweep", "--ranks", "full", "--seeds", "1",
+               "--no_sasrec", "--pretrained_from", str(out), "--loss", "ce", "--output", str(ce),
+               "--poll_seconds", "0.5", *TINY]  # fmt: skip
+    tuned = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    entry = json.load(open(ce / "sweep.json"))["runs"][0]
+    source = by_name["rfull-s1"]
+    assert entry["pretrained_from"]["run_dir"] == os.path.abspath(out / source["run_dir"])
+    assert entry["pretrain_curve"] == source["pretrain_curve"] and entry["pretrain_epochs"] == 1
+    assert entry["config"]["finetune"]["loss"] == "ce" and entry["test"] != source["test"]
+    assert not os.path.exists(ce / entry["run_dir"] / "pretrain")
+    run_results = json.load(open(ce / entry["run_dir"] / "results.json"))
+    assert run_results["finetune"]["init"] == "pretrained", run_results["finetune"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
