@@ -104,6 +104,7 @@ def recommender_from_config(
         loss=loss,
         exclude_history=finetune.exclude_history,
         history_zero_metrics=finetune.history_zero_metrics,
+        eval_item_chunk=finetune.eval_item_chunk,
         targets_per_example=targets_per_example,
         name="s3rec",
     )

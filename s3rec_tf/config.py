@@ -101,6 +101,9 @@ class FinetuneConfig:
     # Also evaluate with the history items' scores set to 0 (BSARec's and WEARec's protocol),
     # reported as "full_history_zero", for comparison with their published numbers.
     history_zero_metrics: bool = False
+    # Full-ranking evaluation scores the catalogue this many items at a time, so that its memory
+    # is [batch, eval_item_chunk] whatever the catalogue (the ranks are the same for any value).
+    eval_item_chunk: int = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +190,12 @@ class Config:
 
         loss_names = losses.names()
         _require(finetune.loss in loss_names, "finetune.loss", finetune.loss, _one_of(loss_names))
+        _require(
+            finetune.eval_item_chunk > 0,
+            "finetune.eval_item_chunk",
+            finetune.eval_item_chunk,
+            "must be positive",
+        )
         _require(
             finetune.num_samples > 0,
             "finetune.num_samples",
@@ -356,6 +365,7 @@ _WRITTEN_WHEN_SET = {
     "finetune.num_samples": 256,
     "finetune.sampler": "uniform",
     "finetune.history_zero_metrics": False,
+    "finetune.eval_item_chunk": 65536,
 }
 
 

@@ -41,6 +41,8 @@ class S3RecRecommender(tf.keras.Model):
         scores set to 0, as BSARec / WEARec evaluate), metrics named `full_history_zero_*`.
       targets_per_example: the training data's mean number of target positions per example
         (`data.mean_finetune_targets`); None divides each batch's loss by its own count.
+      eval_item_chunk: evaluation scores this many items at a time
+        (`metrics.ranks_by_item_chunks`); None: the whole catalogue at once.
 
     Batches (see `s3rec_tf.data`): training {input_ids [B, W], target_ids [B, W],
     negative_ids [B, W, k]}; evaluation {input_ids [B, W], target [B], negatives [B, 99],
@@ -55,6 +57,7 @@ class S3RecRecommender(tf.keras.Model):
         exclude_history: bool = False,
         history_zero_metrics: bool = False,
         targets_per_example: Optional[float] = None,
+        eval_item_chunk: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -67,6 +70,7 @@ class S3RecRecommender(tf.keras.Model):
         if targets_per_example is not None and not targets_per_example > 0:
             raise ValueError(f"targets_per_example must be positive, not {targets_per_example!r}.")
         self.targets_per_example = targets_per_example
+        self.eval_item_chunk = eval_item_chunk
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         protocols = ("sampled", "full") + (("full_history_zero",) if history_zero_metrics else ())
         self.ranking_metrics = [m for p in protocols for m in metrics_lib.ranking_metrics(p)]
@@ -128,24 +132,17 @@ class S3RecRecommender(tf.keras.Model):
     # ----------------------------------------------------------------------------- evaluation
 
     def test_step(self, batch):
-        scores = self.score_all(batch[data_lib.INPUT_IDS], training=False)  # [B, N + 2]
-        targets = tf.cast(batch[data_lib.TARGET], tf.int32)
-        target_scores = tf.gather(scores, targets, batch_dims=1)
-        negatives = tf.cast(batch[data_lib.NEGATIVES], tf.int32)
-        negative_scores = tf.gather(scores, negatives, batch_dims=1)
-        # A user with fewer negatives than the batch's widest is padded with 0: not a candidate.
-        sampled = metrics_lib.sampled_ranks(target_scores, negative_scores, negatives > 0)
-        history = tf.cast(batch[data_lib.HISTORY], tf.int32)
-        ranks = {
-            "sampled": sampled,
-            "full": metrics_lib.full_ranking_ranks(
-                scores, targets, history=history, exclude_history=self.exclude_history
-            ),
-        }
-        if self.history_zero_metrics:
-            ranks["full_history_zero"] = metrics_lib.full_ranking_ranks_history_zero(
-                scores, targets, history
-            )
+        # Scored item chunk by item chunk: no [B, N + 2] matrix, whatever the catalogue.
+        ranks = metrics_lib.ranks_by_item_chunks(
+            tf.cast(self(batch[data_lib.INPUT_IDS], training=False), tf.float32),
+            tf.cast(self.encoder.item_embeddings, tf.float32),
+            batch[data_lib.TARGET],
+            batch[data_lib.NEGATIVES],  # 0 pads a user with fewer negatives: not a candidate
+            batch[data_lib.HISTORY],
+            exclude_history=self.exclude_history,
+            history_zero=self.history_zero_metrics,
+            chunk_size=self.eval_item_chunk,
+        )
         for metric in self.ranking_metrics:
             metric.update_state(ranks[metric.protocol])
         return {m.name: m.result() for m in self.ranking_metrics}
@@ -162,6 +159,7 @@ class S3RecRecommender(tf.keras.Model):
             exclude_history=self.exclude_history,
             history_zero_metrics=self.history_zero_metrics,
             targets_per_example=self.targets_per_example,
+            eval_item_chunk=self.eval_item_chunk,
         )
         return config
 

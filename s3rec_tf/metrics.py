@@ -176,6 +176,121 @@ def full_ranking_ranks_history_zero(
     return full_ranking_ranks(tf.where(seen, tf.zeros_like(scores), scores), targets)
 
 
+def ranks_by_item_chunks(
+    users: tf.Tensor,
+    table: tf.Tensor,
+    targets: tf.Tensor,
+    negatives: tf.Tensor,
+    history: tf.Tensor,
+    exclude_history: bool = False,
+    history_zero: bool = False,
+    chunk_size: Optional[int] = None,
+) -> dict:
+    """The ranks of every protocol, scoring the catalogue `chunk_size` items at a time.
+
+    The same ranks as `sampled_ranks`, `full_ranking_ranks` and `full_ranking_ranks_history_zero`
+    on the scores `users @ tableᵀ`, without the `[batch, N + 2]` score matrix: memory is
+    `[batch, chunk_size]` whatever the catalogue. The ranks are counts (1 + the candidates at or
+    above the target), so a running count per user needs no top-k of the whole row. Two passes
+    over the chunks: the first picks the target's and the negatives' scores out of the chunk
+    that holds them (the very values the unchunked matmul gives, so ties fall the same way),
+    the second counts the candidates at or above the target.
+
+    Args:
+      users: [batch, d] float, the users' encodings.
+      table: [N + 2, d] float, the item table (ids 0 and N + 1 are never candidates).
+      targets: [batch] int, ids in 1..N.
+      negatives: [batch, K] int, the sampled protocol's negatives; 0 pads a short row.
+      history: [batch, H] int, the users' history items, 0-padded.
+      exclude_history: the "full" protocol leaves history items out (as `full_ranking_ranks`).
+      history_zero: also rank under "full_history_zero".
+      chunk_size: items per chunk; None scores the whole table at once.
+
+    Returns: {"sampled": [batch], "full": [batch] (, "full_history_zero": [batch])} int32.
+    """
+    users = tf.convert_to_tensor(users)
+    table = tf.cast(table, users.dtype)
+    targets, negatives, history = _dense_ids(targets), _dense_ids(negatives), _dense_ids(history)
+    _check_rank(users, 2, "users")
+    _check_rank(table, 2, "table")
+    _check_rank(negatives, 2, "negatives")
+    width = tf.shape(table)[0]  # N + 2
+    chunk = width if chunk_size is None else tf.minimum(tf.constant(chunk_size, tf.int32), width)
+    num_chunks = (width + chunk - 1) // chunk
+    batch = tf.shape(users)[0]
+
+    def scores_of(c):
+        start = c * chunk
+        rows = table[start : tf.minimum(start + chunk, width)]
+        return tf.matmul(users, rows, transpose_b=True), start  # [B, C]
+
+    # Pass 1: the scores of the targets and negatives, each from its chunk.
+    with tf.control_dependencies(_id_checks(targets, negatives, history, width)):
+        wanted = tf.concat([targets[:, tf.newaxis], negatives], axis=1)  # [B, 1 + K]
+
+    def pick(c, picked):
+        scores, start = scores_of(c)
+        local = wanted - start
+        inside = (local >= 0) & (local < tf.shape(scores)[1])
+        values = tf.gather(scores, tf.where(inside, local, 0), batch_dims=1)
+        return c + 1, tf.where(inside, values, picked)
+
+    _, picked = tf.while_loop(
+        lambda c, _: c < num_chunks, pick, (0, tf.zeros(tf.shape(wanted), users.dtype))
+    )
+    target_scores = picked[:, 0]
+    ranks = {"sampled": sampled_ranks(target_scores, picked[:, 1:], negatives > 0)}
+
+    # Pass 2: per user, the candidates at or above the target, chunk by chunk.
+    target_seen = tf.reduce_any(tf.equal(history, targets[:, tf.newaxis]), axis=1)
+    zero_target_scores = tf.where(target_seen, tf.zeros_like(target_scores), target_scores)
+
+    def count(c, full, zero):
+        scores, start = scores_of(c)
+        size = tf.shape(scores)[1]
+        ids = start + tf.range(size)[tf.newaxis, :]
+        valid = (ids >= 1) & (ids <= width - 2) & (ids != targets[:, tf.newaxis])
+        local = history - start
+        inside = (local >= 0) & (local < size)
+        rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], tf.shape(history))
+        indices = tf.stack([rows, tf.where(inside, local, 0)], axis=-1)
+        seen = tf.scatter_nd(indices, tf.cast(inside, tf.int32), tf.shape(scores)) > 0
+        full_valid = valid & ~seen if exclude_history else valid
+        full += _count_at_or_above(target_scores, scores, full_valid)
+        if history_zero:
+            zeroed = tf.where(seen, tf.zeros_like(scores), scores)
+            zero += _count_at_or_above(zero_target_scores, zeroed, valid)
+        return c + 1, full, zero
+
+    none = tf.zeros([batch], tf.int32)
+    _, full, zero = tf.while_loop(lambda c, *_: c < num_chunks, count, (0, none, none))
+    ranks["full"] = 1 + full
+    if history_zero:
+        ranks["full_history_zero"] = 1 + zero
+    return ranks
+
+
+def _count_at_or_above(target_scores, scores, mask):
+    """[batch] int32: the masked columns of `scores` at or above the row's target score (NaN on
+    either side counts, as in `pessimistic_rank`)."""
+    target = target_scores[:, tf.newaxis]
+    above = (scores >= target) | tf.math.is_nan(scores) | tf.math.is_nan(target)
+    return tf.reduce_sum(tf.cast(above & mask, tf.int32), axis=1)
+
+
+def _id_checks(targets, negatives, history, width) -> list:
+    return [
+        tf.debugging.assert_greater_equal(targets, 1, message="full ranking: target id < 1"),
+        tf.debugging.assert_less_equal(
+            targets, width - 2, message="full ranking: target id > N = table rows - 2"
+        ),
+        tf.debugging.assert_greater_equal(negatives, 0, message="negative id < 0"),
+        tf.debugging.assert_less(negatives, width, message="negative id > N + 1"),
+        tf.debugging.assert_greater_equal(history, 0, message="history id < 0"),
+        tf.debugging.assert_less(history, width, message="history id > N + 1"),
+    ]
+
+
 def _seen(history: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """[batch, width] bool: True at the ids in each row of `history` ([batch, H], 0-padded)."""
     history = _dense_ids(history)

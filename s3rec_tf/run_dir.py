@@ -52,7 +52,15 @@ PHASES = ("pretrain", "finetune")
 # the steps execute. Any other change alters what is trained: continuing would splice two
 # experiments into one set of checkpoints and one results.json.
 RESUMABLE_CHANGES = frozenset(
-    {"pretrain.epochs", "finetune.epochs", "data.data_dir", "output_dir", "strategy", "jit_compile"}
+    {
+        "pretrain.epochs",
+        "finetune.epochs",
+        "finetune.eval_item_chunk",
+        "data.data_dir",
+        "output_dir",
+        "strategy",
+        "jit_compile",
+    }
 )
 
 

@@ -74,7 +74,13 @@ FORMAT_VERSION = 1
 OWN_FLAGS = ("--rank", "--seed", "--output", "--no_pretrain", "--init_from", "--export")
 # What a finished run's config may differ in from what the sweep asks now (where things live, how
 # the steps run, and the pretraining budget, which a sweep may extend).
-PLACE_AND_EXECUTION = {"data.data_dir", "output_dir", "strategy", "jit_compile"}
+PLACE_AND_EXECUTION = {
+    "data.data_dir",
+    "output_dir",
+    "strategy",
+    "jit_compile",
+    "finetune.eval_item_chunk",
+}
 
 
 class SweepError(ValueError):

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation metric for early stopping and the kept checkpoint, e.g. sampled_mrr "
         "or full_ndcg@10",
     )
+    p.add_argument(
+        "--eval_item_chunk",
+        type=int,
+        help="items scored at a time by full-ranking evaluation (memory: eval batch x this)",
+    )
     p.add_argument("--num_negatives", type=int, help="negatives per position (bce/gbce)")
     p.add_argument("--hidden_size", type=int)
     p.add_argument("--num_heads", type=int)
@@ -120,6 +125,7 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
         "finetune.num_samples": args.num_samples,
         "finetune.sampler": args.sampler,
         "finetune.monitor": args.monitor,
+        "finetune.eval_item_chunk": args.eval_item_chunk,
         "finetune.num_negatives": args.num_negatives,
         "model.hidden_size": args.hidden_size,
         "model.num_heads": args.num_heads,

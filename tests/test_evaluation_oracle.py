@@ -46,7 +46,7 @@ def _examples(data_dir, split):
     return out
 
 
-def _model(data_dir, exclude_history):
+def _model(data_dir, exclude_history, eval_item_chunk=65536):
     config = (
         config_lib.Config()
         .replace(
@@ -55,6 +55,7 @@ def _model(data_dir, exclude_history):
                 "model.num_heads": 2,
                 "model.max_seq_length": MAX_LEN,
                 "finetune.exclude_history": exclude_history,
+                "finetune.eval_item_chunk": eval_item_chunk,
             }
         )
         .validate()
@@ -117,3 +118,8 @@ def test_model_evaluation_equals_the_numpy_oracle(data_dir, split, exclude_histo
     assert {k: v for k, v in other.items() if k.startswith("sampled")} == {
         k: v for k, v in want.items() if k.startswith("sampled")
     }
+    # Scored 9 items at a time (40 items + padding + mask: 5 chunks, the last one short): the
+    # same metrics to the last digit.
+    chunked = _model(data_dir, exclude_history, eval_item_chunk=9)
+    assert chunked.eval_item_chunk == 9
+    assert finetune_lib.evaluate(chunked, data_lib.eval_dataset(data_dir, split, 7, MAX_LEN)) == got

@@ -184,6 +184,66 @@ def test_any_batch_split_gives_the_oracle(protocol):
         assert float(m.result()) == 0.0
 
 
+def _chunk_case(seed, num_items=23, batch=9, dim=3):
+    """Integer embeddings: integer scores, ties everywhere (across chunk borders too), a NaN
+    item, histories holding the target and negatives padded with 0."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(-2, 3, (batch, dim)).astype(np.float32)
+    table = rng.integers(-1, 2, (num_items + 2, dim)).astype(np.float32)
+    table[7] = np.nan
+    targets = rng.integers(1, num_items + 1, batch)
+    history = rng.integers(0, num_items + 2, (batch, 6))
+    history[0, 2] = targets[0]  # a target the user had before
+    negatives = rng.integers(1, num_items + 1, (batch, 5))
+    negatives[1, 3:] = 0
+    return users, table, targets, negatives, history
+
+
+@pytest.mark.parametrize("exclude_history", [False, True])
+def test_ranks_by_item_chunks_equal_the_whole_score_matrix_for_every_chunk_size(exclude_history):
+    for seed in range(3):
+        users, table, targets, negatives, history = _chunk_case(seed)
+        scores = users @ table.T
+        target_scores = np.take_along_axis(scores, targets[:, None], 1)[:, 0]
+        negative_scores = np.take_along_axis(scores, negatives, 1)
+        expected = {
+            "sampled": metrics.sampled_ranks(target_scores, negative_scores, negatives > 0),
+            "full": metrics.full_ranking_ranks(scores, targets, history, exclude_history),
+            "full_history_zero": metrics.full_ranking_ranks_history_zero(scores, targets, history),
+        }
+        assert np.ptp(expected["full"].numpy()) > 3  # ranks that tell chunkings apart
+        for chunk_size in (1, 2, 3, 7, 24, 25, None, 10**6):
+            ranks = metrics.ranks_by_item_chunks(
+                users, table, targets, negatives, history, exclude_history, True, chunk_size
+            )
+            assert ranks.keys() == expected.keys()
+            for protocol, want in expected.items():
+                np.testing.assert_array_equal(
+                    ranks[protocol].numpy(), want.numpy(), err_msg=f"{protocol} {chunk_size}"
+                )
+    # In a graph, with the chunk size fixed and the catalogue not a multiple of it.
+    graph = tf.function(
+        lambda *a: metrics.ranks_by_item_chunks(*a, exclude_history=exclude_history, chunk_size=4)
+    )
+    np.testing.assert_array_equal(
+        graph(users, table, targets, negatives, history)["full"].numpy(),
+        expected["full"].numpy(),
+    )
+    assert "full_history_zero" not in graph(users, table, targets, negatives, history)
+
+
+def test_ranks_by_item_chunks_refuse_ids_outside_the_catalogue():
+    users, table, targets, negatives, history = _chunk_case(0)
+    bad = targets.copy()
+    bad[2] = table.shape[0] - 1  # the mask id N + 1
+    with pytest.raises(tf.errors.InvalidArgumentError, match="target id > N"):
+        metrics.ranks_by_item_chunks(users, table, bad, negatives, history, chunk_size=5)
+    bad_history = history.copy()
+    bad_history[0, 0] = table.shape[0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="history id > N"):
+        metrics.ranks_by_item_chunks(users, table, targets, negatives, bad_history, chunk_size=5)
+
+
 def test_rank_functions_compile_with_xla():
     case = oracle.random_case(5)
 
