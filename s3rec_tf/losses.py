@@ -87,6 +87,11 @@ class NextItemLoss:
     def get_config(self) -> dict:
         return {}
 
+    @classmethod
+    def check_fits(cls, num_items: int, batch_size: int, width: int, memory_bytes: int) -> None:
+        """Raises ValueError, before any work, when a step of this loss cannot fit in
+        `memory_bytes`; the losses here whose tensors grow with the catalogue override it."""
+
 
 @register("bce")
 class BinaryCrossEntropy(NextItemLoss):
@@ -129,6 +134,23 @@ class FullSoftmax(NextItemLoss):
         logits = tf.where(valid, logits, tf.cast(_EXCLUDED, logits.dtype))
         return tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(targets, tf.int32), logits=logits
+        )
+
+    # A step holds the logits, their masked copy and the softmax's gradient at once.
+    LIVE_LOGIT_COPIES = 3
+
+    @classmethod
+    def check_fits(cls, num_items, batch_size, width, memory_bytes):
+        logit_bytes = 4 * batch_size * width * (num_items + 2)
+        if cls.LIVE_LOGIT_COPIES * logit_bytes <= memory_bytes:
+            return
+        raise ValueError(
+            f"--loss ce computes [batch {batch_size}, positions {width}, items {num_items + 2:,}] "
+            f"logits: {logit_bytes / 2**30:.1f} GiB in float32, about "
+            f"{cls.LIVE_LOGIT_COPIES * logit_bytes / 2**30:.1f} GiB live in a step, on a machine "
+            f"with {memory_bytes / 2**30:.1f} GiB of memory. Use --loss sampled_softmax "
+            "--num_samples 1024 (its logits are [batch, positions, 1 + k], whatever the "
+            "catalogue), or a smaller --finetune_batch_size."
         )
 
 

@@ -18,6 +18,7 @@ from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
+from s3rec_tf import losses as losses_lib
 from s3rec_tf import metrics as metrics_lib
 from s3rec_tf import reference as reference_lib
 from s3rec_tf import run_dir as run_dir_lib
@@ -35,6 +36,15 @@ def check_inputs(config: config_lib.Config) -> dict:
             f"max_seq_length {metadata['max_seq_length']}."
         )
     data_lib.check_files(data_dir, dupe_factor=metadata["dupe_factor"] if config.pretrains else 0)
+    try:  # a loss whose step cannot fit stops here, not with an out-of-memory kill mid-epoch
+        losses_lib.LOSSES[config.finetune.loss].check_fits(
+            metadata["num_items"],
+            config.finetune.batch_size,
+            config.model.max_seq_length,
+            runtime.memory_bytes(),
+        )
+    except ValueError as e:
+        raise config_lib.ConfigError(f"{data_dir}: {e}") from None
     source = config.init_from
     if source and not source.endswith(".npz"):
         if not tf.io.gfile.glob(source + "*"):

@@ -44,6 +44,18 @@ def configure_threads(intra_op: int, inter_op: int = 0) -> bool:
     return True
 
 
+def memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as f:
+                total = min(total, int(f.read().strip()))
+        except (OSError, ValueError):  # no such cgroup file, or "max": no limit
+            continue
+    return total
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy named by `Config.strategy`."""
     if name == "mirrored":

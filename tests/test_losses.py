@@ -1,5 +1,7 @@
 """The fine-tuning loss registry and the sampled softmax against NumPy."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,3 +119,37 @@ def test_sampled_softmax_holds_no_catalogue_sized_activation():
         for op in graph.get_operations()
         for t in op.outputs
     )
+
+
+def test_ce_whose_logits_cannot_fit_stops_before_any_work_naming_size_and_alternative(
+    data_dir, monkeypatch
+):
+    gib = 2**30
+    with pytest.raises(ValueError) as e:
+        losses.LOSSES["ce"].check_fits(1_000_000, 256, 50, 8 * gib)
+    message = str(e.value)
+    assert "[batch 256, positions 50, items 1,000,002]" in message
+    assert "47.7 GiB in float32, about 143.1 GiB live" in message and "8.0 GiB" in message
+    assert "--loss sampled_softmax --num_samples 1024" in message
+    losses.LOSSES["ce"].check_fits(12_101, 256, 50, 8 * gib)  # Beauty: 1.7 GiB live
+    for name in ("bce", "gbce", "sampled_softmax"):  # nothing of theirs grows with N
+        losses.LOSSES[name].check_fits(10**9, 256, 50, gib)
+
+    # The training run's input check refuses it, on a machine whose memory is 1 MiB.
+    from s3rec_tf import phases, runtime
+
+    config = config_lib.Config().replace(
+        **{"data.data_dir": data_dir, "finetune.loss": "ce", "model.max_seq_length": 10}
+    )
+    phases.check_inputs(config.validate())
+    monkeypatch.setattr(runtime, "memory_bytes", lambda: 2**20)
+    with pytest.raises(config_lib.ConfigError, match=f"{data_dir}: --loss ce computes"):
+        phases.check_inputs(config.validate())
+    phases.check_inputs(config.replace(**{"finetune.loss": "bce"}).validate())
+
+
+def test_memory_bytes_is_the_machines_or_a_lower_cgroup_limit():
+    from s3rec_tf import runtime
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < runtime.memory_bytes() <= physical
