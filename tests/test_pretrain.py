@@ -384,3 +384,32 @@ def test_bad_constructor_arguments_are_refused():
         S3RecPretrainer(
             encoder, S3RecPretrainHeads(NUM_ATTRIBUTES, hidden_size=8), {}, head_positions="all"
         )
+
+
+@pytest.mark.parametrize("head_positions", ["gather", "dense"])
+def test_no_pretraining_tensor_grows_with_the_catalogue_but_the_tables(head_positions):
+    """Catalogue scale: a training step's tensors with an N + 2 dimension are the item table, its
+    gradient and Adam slots ([N + 2, d]) and the attribute id table ([N + 2, K]): MIP, MAP, AAP
+    and SP score only the batch's own items, never [.., items]."""
+    num_items, hidden = 5_000, 8
+    tf.keras.utils.set_random_seed(0)
+    encoder = S3RecEncoder(num_items, max_seq_length=8, hidden_size=hidden, num_heads=2)
+    heads = S3RecPretrainHeads(NUM_ATTRIBUTES, hidden_size=hidden, aap_rank=2)
+    model = S3RecPretrainer(
+        encoder, heads, item_attributes(num_items, NUM_ATTRIBUTES), head_positions=head_positions
+    )
+    runtime.compile_for_training(model, 1e-3, False)
+    batch = pad_batch(make_examples(4, num_items, 6, seed=1), width=6)
+    spec = {k: tf.TensorSpec([4, 6], tf.as_dtype(v.dtype)) for k, v in batch.items()}
+    model.build()
+    model.optimizer.build(model.trainable_variables)
+    graph = tf.function(model.train_step).get_concrete_function(spec).graph
+    shapes = {
+        tuple(t.shape.as_list())
+        for op in graph.get_operations()
+        for t in op.outputs
+        if t.shape.rank and num_items + 2 in t.shape.as_list()
+    }
+    attribute_width = model.item_attribute_ids.shape[1]
+    assert shapes <= {(num_items + 2, hidden), (num_items + 2, attribute_width)}, shapes
+    assert (num_items + 2, hidden) in shapes
