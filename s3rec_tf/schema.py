@@ -90,6 +90,7 @@ HELDOUT = "heldout"
 TARGET = "target"
 NEGATIVES = "negatives"
 
+
 def _feature_specs() -> dict:
     """{spec name: {feature name: tf.io feature}}, built on first use (the only TensorFlow here)."""
     import tensorflow as tf
