@@ -24,8 +24,6 @@ from s3rec_tf import schema  # selects Keras 2 (no TensorFlow import) before the
 
 import tensorflow as tf  # isort: skip
 
-# Users whose pretraining examples are generated in one vectorized call (bounds memory).
-USERS_PER_CHUNK = 2000
 HISTORY_TAG, SEGMENT_TAG, SHARD_TAG = "h", "s", "e"
 
 
@@ -101,7 +99,6 @@ class WriteShardFn(beam.DoFn):
                 max_seq_length=self._max_seq_length,
                 mask_prob=self._mask_prob,
                 long_sequence=long_sequence,
-                users_per_chunk=USERS_PER_CHUNK,
             ):
                 _TFRecordUtil.write_record(files[prefix], serialize_example(features))
                 counts[prefix] += 1

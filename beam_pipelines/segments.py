@@ -10,8 +10,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from beam_pipelines import algorithms, writers
-from beam_pipelines import pretrain_examples as pe
+from beam_pipelines import algorithms, records, writers
 from beam_pipelines.stats import METRICS_NAMESPACE
 
 # Users per block of user ids (one part of sequences.txt, one piece of the long sequence).
@@ -32,7 +31,7 @@ class _UserBlockFn(beam.DoFn):
     * "pieces": (position block, (start, items)): the block's stretch of the long sequence
       (every user's items, in user-id order), cut at position-block bounds;
     * "requests": (position block, (shards, positions)): the positions the block's users'
-      negative segments read (`pe.negative_segment_positions`), with the shard (user %
+      negative segments read (`records.segment_positions`), with the shard (user %
       num_shards) that needs each.
     """
 
@@ -65,16 +64,14 @@ class _UserBlockFn(beam.DoFn):
         shard_of = np.array([int(u) % num_shards for u, _ in users], dtype=np.int64)
         keys = []
         for shard in np.unique(shard_of):
-            mine = [users[k] for k in np.flatnonzero(shard_of == shard)]
-            for duplicate in range(self._dupe_factor):
-                positions = pe.negative_segment_positions(
-                    mine,
-                    seed=self._seed,
-                    duplicate=duplicate,
-                    max_seq_length=self._max_seq_length,
-                    total_length=total_length,
-                )
-                keys.append(np.int64(shard) * (total_length + 1) + positions)
+            positions = records.segment_positions(
+                [users[k] for k in np.flatnonzero(shard_of == shard)],
+                seed=self._seed,
+                dupe_factor=self._dupe_factor,
+                max_seq_length=self._max_seq_length,
+                total_length=total_length,
+            )
+            keys.append(np.int64(shard) * (total_length + 1) + positions)
         keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
         if not len(keys):  # no user of the block has an example with a segment
             return

@@ -85,6 +85,32 @@ def test_shard_examples_are_the_per_user_rules():
         assert [f["user"] for f in written] == [[u] for u in expected.user.tolist()]
 
 
+def test_one_loop_over_duplicates_for_segments_and_examples():
+    assert list(records.duplicate_chunks(HISTORIES, dupe_factor=2, users_per_chunk=1)) == [
+        (0, [HISTORIES[0]]),
+        (0, [HISTORIES[1]]),
+        (1, [HISTORIES[0]]),
+        (1, [HISTORIES[1]]),
+    ]
+    positions = records.segment_positions(
+        HISTORIES, seed=42, dupe_factor=2, max_seq_length=3, total_length=len(LONG_SEQUENCE)
+    )
+    per_duplicate = [
+        pe.negative_segment_positions(
+            HISTORIES, seed=42, duplicate=k, max_seq_length=3, total_length=len(LONG_SEQUENCE)
+        )
+        for k in range(2)
+    ]
+    np.testing.assert_array_equal(positions, np.concatenate(per_duplicate))
+    np.testing.assert_array_equal(positions, [7, 8, 0, 5, 4, 2])
+    # What the segment look-ups fetch is all that the examples of every duplicate read.
+    sparse = pe.SparseSequence(len(LONG_SEQUENCE), positions, np.asarray(LONG_SEQUENCE)[positions])
+    assert (
+        list(records.shard_examples(HISTORIES, dupe_factor=2, long_sequence=sparse, **ARGS))
+        == _shard()
+    )
+
+
 def test_format_registry():
     assert formats.names() == ("auto", "amazon", "amazon2023", "s3rec")
     assert formats.input_options() == (("reviews", "metadata"), ("sequences", "item2attributes"))
