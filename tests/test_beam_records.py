@@ -183,3 +183,20 @@ def test_missing_output_exits_with_a_message(capsys):
         preprocess.parse_args(["--sequences", "s", "--item2attributes", "i"])
     assert exit_info.value.code == 2
     assert "required: --output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"input_format": "s3rec"}, "--input_format=s3rec does not match the inputs"),
+        ({"input_format": "movielens"}, "must be one of auto, amazon, amazon2023, s3rec"),
+        ({"metadata": []}, "--reviews and --metadata must be given together"),
+        ({"sequences": ["s"]}, "not both and not neither"),
+    ],
+)
+def test_config_checks_the_inputs_against_the_format(changes, message):
+    values = {**DEFAULTS, "output": "o", "reviews": ["r"], "metadata": ["m"], **changes}
+    with pytest.raises(ValueError, match=message):
+        config.PreprocessConfig.from_options(values).validate()
+    amazon = {**DEFAULTS, "output": "o", "reviews": ["r"], "metadata": ["m"]}
+    assert config.PreprocessConfig.from_options(amazon).validate().format.name == "amazon"
