@@ -8,6 +8,14 @@
 
 One module per step: `reading` (parse), `filtering`, `histories`, `kcore`, `ids`, `attributes`,
 `segments`, `examples` (TFRecords); the text files are written by `beam_pipelines.writers`.
+
+Scaling: no step brings the data set to one worker. Work is keyed by user, item, attribute,
+range bucket, block of user ids or block of long-sequence positions; the only side inputs are
+small (counts, sums per bucket or block, bucket boundaries from a fixed-size sample).
+
+Determinism: random choices are made per (user, duplicate) (`pretrain_examples`), ids are exact
+ranks, and every file is written by one DoFn call that orders its own contents, so the bytes
+written do not depend on the runner, the number of workers or the order of elements.
 """
 
 from __future__ import annotations
