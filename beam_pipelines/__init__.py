@@ -1,12 +1,15 @@
 """Apache Beam jobs: raw Amazon reviews (2014, 2018, 2023) or the S3-Rec format to TFRecords.
 
-Modules: `preprocess` (options, `run(argv)`), `config` (the options' dataclass and pre-flight
-checks), `parse` (readers and dead letters per input format), `algorithms` (pure Python/NumPy),
-`pretrain_examples` (per-user splits, negatives and pretraining examples; NumPy), `steps` (the
-composite PTransforms), `writers` (files: temporary name, then rename), `job` (the job's
-PTransform), `raw_format` and `sample_data` (test and sample inputs).
+Modules: `preprocess` (command line, `run(argv)`), `config` (`PreprocessOptions`: every flag,
+default and help; `PreprocessConfig`; pre-flight checks), `formats` (the input format registry),
+`parse` (the parser DoFns and dead letters of every format), the job's steps, one module each:
+`reading` (files -> parsed records), `filtering` (ratings), `histories`, `kcore`, `ids`,
+`attributes`, `segments` (sequences.txt and the SP segment look-ups), `examples` (TFRecord
+shards); `job` (the chain), `stats` (metrics and stat names), `writers` (text files: temporary
+name, then rename), the pure Python/NumPy rules `algorithms`, `pretrain_examples` and `records`,
+and `raw_format` / `sample_data` (test and sample inputs).
 
-Nothing here imports TensorFlow at package import; `writers` does (the data contract
-`s3rec_tf.schema` and tf.train.Example), and so do `steps` (its write steps are writers' DoFns)
-and `job` (it chains the steps): tests/test_imports.py keeps the list.
+Only `examples` imports TensorFlow (it writes tf.train.Example), and `job`, which chains it;
+every other module, `s3rec_tf.schema` included, is TensorFlow-free: tests/test_imports.py keeps
+the list.
 """

@@ -4,9 +4,9 @@ Two kinds live here:
   * whole-data reference functions (`kcore`, `assign_ids`, `attribute_table`, `long_sequence`):
     the definitions the distributed steps must reproduce exactly; the job does not call them, the
     tests compare the job's results with them;
-  * the per-element pieces that the distributed steps (`beam_pipelines.steps`) run on one key or
-    one group at a time: one k-core round, the range buckets of a distributed rank, the text of
-    one line of an output file.
+  * the per-element pieces that the distributed steps (`beam_pipelines.kcore`, `ids`, ...) run
+    on one key or one group at a time: one k-core round, the range buckets of a distributed rank,
+    the text of one line of an output file.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""The preprocessing job's options (`PreprocessConfig`, whose defaults are the command line's) and
-its pre-flight checks: inputs that exist and can be read, and removing an earlier run's outputs.
+"""The preprocessing job's options: `PreprocessOptions` (every flag, its default and its help, as
+a Beam `PipelineOptions` subclass), `PreprocessConfig` (the parsed, validated values the job
+reads), and the pre-flight checks: inputs that exist and can be read, and removing an earlier
+run's outputs.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import posixpath
 from collections.abc import Sequence
@@ -11,72 +14,200 @@ from typing import Optional
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
-# The input formats of --input_format. "auto": the S3-Rec format for --sequences, else Amazon
-# files whose format (2014/2018 or 2023) is recognized per line from its fields.
-INPUT_FORMATS = ("auto", "amazon", "amazon2023", "s3rec")
+from beam_pipelines import formats
+
+# The options that name input files (lists of globs): each format reads one pair of them.
+INPUT_OPTIONS = ("reviews", "metadata", "sequences", "item2attributes")
+
+
+class PreprocessOptions(PipelineOptions):
+    """The job's flags, defaults and help (the one place they are defined).
+
+    `python -m beam_pipelines.preprocess --help` lists them; `PipelineOptions(argv).view_as(
+    PreprocessOptions)` reads them the Beam way. --output is not `required` here: Beam adds the
+    flags of every PipelineOptions subclass to every options parser in the process, so the job's
+    own parser (`preprocess.parse_args`) checks it instead.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        inputs = parser.add_argument_group("inputs: either Amazon files or the S3-Rec format")
+        inputs.add_argument(
+            "--reviews",
+            nargs="+",
+            default=[],
+            metavar="GLOB",
+            help="Amazon review files (2014 or 2018 JSON lines, 2023 JSON; .gz or plain).",
+        )
+        inputs.add_argument(
+            "--metadata",
+            nargs="+",
+            default=[],
+            metavar="GLOB",
+            help="Amazon metadata files (2014 Python literals, 2018 or 2023 JSON lines).",
+        )
+        inputs.add_argument(
+            "--sequences",
+            nargs="+",
+            default=[],
+            metavar="GLOB",
+            help="S3-Rec sequences ('user item item ...' per line); ids are kept.",
+        )
+        inputs.add_argument(
+            "--item2attributes",
+            nargs="+",
+            default=[],
+            metavar="GLOB",
+            help="S3-Rec item2attributes JSON ({item id: [attribute ids]}).",
+        )
+        inputs.add_argument(
+            "--input_format",
+            choices=formats.names(),
+            default=formats.AUTO,
+            help="auto: the first of the formats below whose input flags are given (for "
+            "--reviews/--metadata each line's fields then say 2014/2018 or 2023). "
+            + " ".join(f"{name}: {formats.get(name).help}" for name in formats.names()[1:]),
+        )
+        parser.add_argument(
+            "--output", default=None, help="Output directory, required (any Beam file system path)."
+        )
+        parser.add_argument(
+            "--max_seq_length",
+            type=int,
+            default=50,
+            help="Pretraining window: the last N items of each training sequence.",
+        )
+        parser.add_argument(
+            "--mask_prob",
+            type=float,
+            default=0.2,
+            help="Probability of masking an item that is not the last one.",
+        )
+        parser.add_argument(
+            "--dupe_factor",
+            type=int,
+            default=1,
+            help="Pretraining duplicates, each with its own masks and shards.",
+        )
+        parser.add_argument(
+            "--num_negatives",
+            type=int,
+            default=99,
+            help="Sampled negatives per user for validation and test.",
+        )
+        parser.add_argument("--seed", type=int, default=42, help="Seed of every random choice.")
+        parser.add_argument(
+            "--user_core", type=int, default=5, help="k-core: minimum interactions per user (>= 3)."
+        )
+        parser.add_argument(
+            "--item_core", type=int, default=5, help="k-core: minimum interactions per item."
+        )
+        parser.add_argument(
+            "--kcore_max_rounds",
+            type=int,
+            default=20,
+            help="k-core rounds to unroll; the job fails, naming this flag, if the data needs "
+            "more.",
+        )
+        parser.add_argument(
+            "--min_rating",
+            type=float,
+            default=None,
+            help="Keep reviews rated at least this; unset keeps all.",
+        )
+        parser.add_argument(
+            "--attribute_min_count",
+            type=int,
+            default=1,
+            help="Keep attributes carried by at least this many items.",
+        )
+        parser.add_argument(
+            "--num_shards",
+            type=int,
+            default=0,
+            help="Shards per output split / duplicate (users are spread by id); 0: "
+            "max(4, ceil(users / --users_per_shard)).",
+        )
+        parser.add_argument(
+            "--users_per_shard",
+            type=int,
+            default=100_000,
+            help="With --num_shards 0: at most this many users per shard.",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    """The job's options (see `beam_pipelines.preprocess` for their command-line help)."""
+    """The job's options as read from `PreprocessOptions` (which holds their defaults and help);
+    the input globs as tuples, `output` without a trailing slash."""
 
     output: str
-    reviews: tuple[str, ...] = ()
-    metadata: tuple[str, ...] = ()
-    sequences: tuple[str, ...] = ()
-    item2attributes: tuple[str, ...] = ()
-    input_format: str = "auto"
-    max_seq_length: int = 50
-    mask_prob: float = 0.2
-    dupe_factor: int = 1
-    num_negatives: int = 99
-    seed: int = 42
-    user_core: int = 5
-    item_core: int = 5
-    kcore_max_rounds: int = 20
-    min_rating: Optional[float] = None
-    attribute_min_count: int = 1
-    # 0: grow with the data, max(4, ceil(users / users_per_shard)).
-    num_shards: int = 0
-    users_per_shard: int = 100_000
+    reviews: tuple[str, ...]
+    metadata: tuple[str, ...]
+    sequences: tuple[str, ...]
+    item2attributes: tuple[str, ...]
+    input_format: str
+    max_seq_length: int
+    mask_prob: float
+    dupe_factor: int
+    num_negatives: int
+    seed: int
+    user_core: int
+    item_core: int
+    kcore_max_rounds: int
+    min_rating: Optional[float]
+    attribute_min_count: int
+    num_shards: int  # 0: grow with the data, max(4, ceil(users / users_per_shard))
+    users_per_shard: int
+
+    @classmethod
+    def from_options(cls, values: dict) -> PreprocessConfig:
+        """From {option name: value} of `PreprocessOptions` (argparse's `vars(args)` or
+        `options.view_as(PreprocessOptions).get_all_options()`); other keys are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kept = {name: value for name, value in values.items() if name in fields}
+        kept.update({name: tuple(kept[name] or ()) for name in INPUT_OPTIONS})
+        output = kept["output"] or ""
+        kept["output"] = output.rstrip("/") or output
+        return cls(**kept)
 
     @property
     def resolved_format(self) -> str:
-        """'amazon' (raw 2014/2018 reviews and metadata, 2023 lines recognized by their fields),
-        'amazon2023' (forced) or 's3rec' (the benchmark format, ids kept)."""
-        if self.input_format != "auto":
-            return self.input_format
-        return "s3rec" if self.sequences else "amazon"
+        """The registered format the job reads (`formats.resolve`: `auto` picks by the inputs)."""
+        return formats.resolve(self.input_format, {n for n in INPUT_OPTIONS if getattr(self, n)})
+
+    @property
+    def format(self) -> formats.InputFormat:
+        return formats.get(self.resolved_format)
 
     @property
     def keep_raw_ids(self) -> bool:
-        return self.resolved_format == "s3rec"
+        return self.format.keep_raw_ids
 
     def validate(self) -> PreprocessConfig:
         """Returns self, or raises ValueError naming the option and the problem."""
-        amazon = bool(self.reviews or self.metadata)
-        s3rec = bool(self.sequences or self.item2attributes)
-        if amazon == s3rec:
+        pairs = formats.input_options()
+        given = [pair for pair in pairs if any(getattr(self, name) for name in pair)]
+        if len(given) != 1:
+            either = " or ".join(f"--{a} and --{b}" for a, b in pairs)
+            raise ValueError(f"Give either {either}, not both and not neither.")
+        (pair,) = given
+        if not all(getattr(self, name) for name in pair):
+            raise ValueError(f"--{pair[0]} and --{pair[1]} must be given together.")
+        if self.input_format not in formats.names():
             raise ValueError(
-                "Give either --reviews and --metadata (Amazon files) or --sequences and "
-                "--item2attributes (S3-Rec format), not both and not neither."
+                f"--input_format={self.input_format!r} must be one of {', '.join(formats.names())}."
             )
-        if amazon and not (self.reviews and self.metadata):
-            raise ValueError("--reviews and --metadata must be given together.")
-        if s3rec and not (self.sequences and self.item2attributes):
-            raise ValueError("--sequences and --item2attributes must be given together.")
-        if s3rec and self.min_rating is not None:
-            raise ValueError("--min_rating needs ratings; the S3-Rec format has none.")
-        if self.input_format not in INPUT_FORMATS:
+        if self.format.inputs != pair:
             raise ValueError(
-                f"--input_format={self.input_format!r} must be one of {', '.join(INPUT_FORMATS)}."
+                f"--input_format={self.input_format} does not match the inputs: it reads "
+                f"--{self.format.inputs[0]} and --{self.format.inputs[1]}."
             )
-        if (self.input_format == "s3rec") != s3rec and self.input_format != "auto":
+        if self.min_rating is not None and not self.format.has_ratings:
             raise ValueError(
-                f"--input_format={self.input_format} does not match the inputs "
-                "(--sequences/--item2attributes are the s3rec format, "
-                "--reviews/--metadata the amazon ones)."
+                f"--min_rating needs ratings; the {self.resolved_format} format has none."
             )
         if not self.output:
             raise ValueError("--output must name a directory.")
@@ -105,11 +236,6 @@ class PreprocessConfig:
     def to_dict(self) -> dict:
         """The options as metadata.json's `config`; `input_format` is the resolved format."""
         return {**dataclasses.asdict(self), "input_format": self.resolved_format}
-
-
-def default(name: str):
-    """The default of option `name` (for the command line)."""
-    return PreprocessConfig.__dataclass_fields__[name].default
 
 
 def remove_previous_outputs(output: str, job_files: Sequence[str]) -> list[str]:

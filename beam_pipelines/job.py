@@ -1,11 +1,21 @@
 """The preprocessing job as one composite PTransform: input files -> everything under --output.
 
-    Parse* -> FilterRatings -> BuildHistories | S3RecHistories -> KCore -> AssignIds
+    the format's reader (`formats`: Parse*, FilterRatings, BuildHistories | S3RecHistories)
+      -> KCore -> AssignIds
       -> BuildItemAttributes, NegativeSegments -> WriteExamples
       -> sequences.txt, vocab files, item2attributes.json, dead letters (parts, joined in order)
       -> metadata.json (last: a reader that finds it finds complete data beside it)
 
-The steps are in `beam_pipelines.steps`, the writers in `beam_pipelines.writers`.
+One module per step: `reading` (parse), `filtering`, `histories`, `kcore`, `ids`, `attributes`,
+`segments`, `examples` (TFRecords); the text files are written by `beam_pipelines.writers`.
+
+Scaling: no step brings the data set to one worker. Work is keyed by user, item, attribute,
+range bucket, block of user ids or block of long-sequence positions; the only side inputs are
+small (counts, sums per bucket or block, bucket boundaries from a fixed-size sample).
+
+Determinism: random choices are made per (user, duplicate) (`pretrain_examples`), ids are exact
+ranks, and every file is written by one DoFn call that orders its own contents, so the bytes
+written do not depend on the runner, the number of workers or the order of elements.
 """
 
 from __future__ import annotations
@@ -14,12 +24,10 @@ import posixpath
 
 import apache_beam as beam
 
-from beam_pipelines import algorithms, parse, steps, writers
+from beam_pipelines import algorithms, attributes, examples, ids, kcore, segments, writers
 from beam_pipelines.config import PreprocessConfig
-
-# The data contract (output file names); see the note in `beam_pipelines.writers` on why it
-# loads TensorFlow.
-from s3rec_tf import schema
+from beam_pipelines.stats import STATS
+from s3rec_tf import schema  # the data contract: output file names
 
 # Everything the job writes, relative to --output (for removing an earlier run's outputs).
 JOB_FILES = (
@@ -39,22 +47,12 @@ JOB_FILES = (
     posixpath.join(writers.PARTS_DIR, "*", "*"),
 )
 
-STATS = steps.STATS
-
-
-def _input_kinds(config: PreprocessConfig):
-    if config.resolved_format == "s3rec":
-        return parse.ALL_S3REC_KINDS
-    if config.resolved_format == "amazon2023":
-        return parse.AMAZON_2023_KINDS
-    return parse.AMAZON_KINDS
-
 
 def _entries(table):
     return table | "Item2AttributesEntries" >> beam.MapTuple(
-        lambda item, ids: (
+        lambda item, attribute_ids: (
             (item - 1) // writers.LINES_PER_PART,
-            (item, algorithms.item2attributes_entry(item, ids)),
+            (item, algorithms.item2attributes_entry(item, attribute_ids)),
         )
     )
 
@@ -69,42 +67,25 @@ class Preprocess(beam.PTransform):
     def expand(self, pbegin):
         c = self._config
         out = c.output
-        dead_letters, stats = [], []
-        if c.resolved_format == "s3rec":
-            lines = pbegin | "ParseSequences" >> steps.ParseS3RecSequences(c.sequences)
-            table = pbegin | "ParseItemAttributes" >> steps.ParseS3RecItemAttributes(
-                c.item2attributes
-            )
-            built = lines["lines"] | "S3RecHistories" >> steps.S3RecHistories()
-            dead_letters += [lines["dead_letters"], table["dead_letters"], built["dead_letters"]]
-            raw_attributes = table["attributes"]
-        else:
-            layout = parse.AUTO if c.input_format == "auto" else c.input_format
-            reviews = pbegin | "ParseReviews" >> steps.ParseReviews(c.reviews, layout)
-            meta = pbegin | "ParseMetadata" >> steps.ParseMetadata(c.metadata, layout)
-            rated = reviews["events"] | "FilterRatings" >> steps.FilterRatings(c.min_rating)
-            built = rated["events"] | "BuildHistories" >> steps.BuildHistories()
-            dead_letters += [reviews["dead_letters"], meta["dead_letters"]]
-            stats += [rated["stats"], built["stats"]]
-            raw_attributes = meta["attributes"]
-
-        core = built["histories"] | "KCore" >> steps.KCore(
+        read = c.format.read(pbegin, c)
+        core = read["histories"] | "KCore" >> kcore.KCore(
             c.user_core, c.item_core, c.kcore_max_rounds
         )
-        stats.append(core["stats"])
-        ids = core["histories"] | "AssignIds" >> steps.AssignIds(c.keep_raw_ids)
-        attributes = {
-            "attributes": raw_attributes,
-            "item_ids": ids["item_ids"],
-        } | "ItemAttributes" >> steps.BuildItemAttributes(c.attribute_min_count, c.keep_raw_ids)
+        numbered = core["histories"] | "AssignIds" >> ids.AssignIds(c.keep_raw_ids)
+        item_attributes = {
+            "attributes": read["attributes"],
+            "item_ids": numbered["item_ids"],
+        } | "ItemAttributes" >> attributes.BuildItemAttributes(
+            c.attribute_min_count, c.keep_raw_ids
+        )
 
-        num_users_written = ids["histories"] | "CountUsers" >> beam.combiners.Count.Globally()
+        num_users_written = numbered["histories"] | "CountUsers" >> beam.combiners.Count.Globally()
         num_shards = num_users_written | "NumShards" >> beam.Map(
             lambda users, fixed, per_shard: fixed or algorithms.auto_num_shards(users, per_shard),
             c.num_shards,
             c.users_per_shard,
         )
-        segments = ids["histories"] | "NegativeSegments" >> steps.NegativeSegments(
+        looked_up = numbered["histories"] | "NegativeSegments" >> segments.NegativeSegments(
             out,
             schema.SEQUENCES_FILE,
             num_shards=num_shards,
@@ -113,13 +94,13 @@ class Preprocess(beam.PTransform):
             seed=c.seed,
         )
         written = {
-            "histories": ids["histories"],
-            "segments": segments["segments"],
-        } | "WriteExamples" >> steps.WriteExamples(
+            "histories": numbered["histories"],
+            "segments": looked_up["segments"],
+        } | "WriteExamples" >> examples.WriteExamples(
             out,
-            num_items=ids["num_items"],
+            num_items=numbered["num_items"],
             num_shards=num_shards,
-            num_interactions=segments["num_interactions"],
+            num_interactions=looked_up["num_interactions"],
             dupe_factor=c.dupe_factor,
             max_seq_length=c.max_seq_length,
             mask_prob=c.mask_prob,
@@ -127,31 +108,35 @@ class Preprocess(beam.PTransform):
             seed=c.seed,
         )
         files = [
-            segments["sequence_parts"]
+            looked_up["sequence_parts"]
             | "JoinSequences" >> writers.JoinParts(out, schema.SEQUENCES_FILE),
-            ids["item_vocab"] | "WriteItemVocab" >> writers.WriteLines(out, schema.ITEM_VOCAB),
-            ids["user_vocab"] | "WriteUserVocab" >> writers.WriteLines(out, schema.USER_VOCAB),
-            attributes["attribute_vocab"]
+            numbered["item_vocab"] | "WriteItemVocab" >> writers.WriteLines(out, schema.ITEM_VOCAB),
+            numbered["user_vocab"] | "WriteUserVocab" >> writers.WriteLines(out, schema.USER_VOCAB),
+            item_attributes["attribute_vocab"]
             | "WriteAttributeVocab" >> writers.WriteLines(out, schema.ATTRIBUTE_VOCAB),
-            _entries(attributes["table"])
+            _entries(item_attributes["table"])
             | "WriteItem2Attributes"
             >> writers.WriteOrderedText(
                 out, schema.ITEM2ATTRIBUTES_FILE, prefix="{", separator=", ", suffix="}"
             ),
         ]
         bad = (
-            dead_letters
+            read["dead_letters"]
             | "FlattenDeadLetters" >> beam.Flatten()
-            | "WriteDeadLetters" >> writers.WriteDeadLetters(out, _input_kinds(c))
+            | "WriteDeadLetters" >> writers.WriteDeadLetters(out, c.format.kinds)
         )
         files.append(bad["file"])
-        all_stats = stats | "FlattenStats" >> beam.Flatten() | "SumStats" >> beam.CombinePerKey(sum)
+        all_stats = (
+            [*read["stats"], core["stats"]]
+            | "FlattenStats" >> beam.Flatten()
+            | "SumStats" >> beam.CombinePerKey(sum)
+        )
         sizes = [
-            ids["num_items"] | "NumItemsSize" >> beam.Map(lambda n: ("num_items", n)),
-            ids["num_users"] | "NumUsersSize" >> beam.Map(lambda n: ("num_users", n)),
-            attributes["num_attributes"]
+            numbered["num_items"] | "NumItemsSize" >> beam.Map(lambda n: ("num_items", n)),
+            numbered["num_users"] | "NumUsersSize" >> beam.Map(lambda n: ("num_users", n)),
+            item_attributes["num_attributes"]
             | "NumAttributesSize" >> beam.Map(lambda n: ("num_attributes", n)),
-            segments["num_interactions"]
+            looked_up["num_interactions"]
             | "NumInteractionsSize" >> beam.Map(lambda n: ("num_interactions", n)),
             num_shards | "NumShardsSize" >> beam.Map(lambda n: ("num_shards", n)),
         ] | "FlattenSizes" >> beam.Flatten()

@@ -9,9 +9,9 @@
 
 Flags this module does not know are Beam pipeline options and go to the runner unchanged
 (--runner, --direct_num_workers, --project, --temp_location, ...). All paths may be any Beam file
-system (gs://, s3://, ...). The steps are described in `beam_pipelines.steps` and
-`beam_pipelines.job`, the outputs in `s3rec_tf.schema`; the defaults of the options are those of
-`beam_pipelines.config.PreprocessConfig`.
+system (gs://, s3://, ...). The steps are described in `beam_pipelines.job` (one module each),
+the outputs in `s3rec_tf.schema`; the options, their defaults and help are
+`beam_pipelines.config.PreprocessOptions`.
 """
 
 from __future__ import annotations
@@ -27,127 +27,19 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import config as job_config
-from beam_pipelines.config import PreprocessConfig, default
+from beam_pipelines.config import INPUT_OPTIONS, PreprocessConfig, PreprocessOptions
 
 _LOG = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: the flags of `PreprocessOptions` (their defaults shown by --help)."""
     parser = argparse.ArgumentParser(
         prog="python -m beam_pipelines.preprocess",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    inputs = parser.add_argument_group("inputs: either Amazon files or the S3-Rec format")
-    inputs.add_argument(
-        "--reviews",
-        nargs="+",
-        default=[],
-        metavar="GLOB",
-        help="Amazon review files (2014 or 2018 JSON lines, .gz or plain).",
-    )
-    inputs.add_argument(
-        "--metadata",
-        nargs="+",
-        default=[],
-        metavar="GLOB",
-        help="Amazon metadata files (2014 Python literals or 2018 JSON lines).",
-    )
-    inputs.add_argument(
-        "--sequences",
-        nargs="+",
-        default=[],
-        metavar="GLOB",
-        help="S3-Rec sequences ('user item item ...' per line); ids are kept.",
-    )
-    inputs.add_argument(
-        "--item2attributes",
-        nargs="+",
-        default=[],
-        metavar="GLOB",
-        help="S3-Rec item2attributes JSON ({item id: [attribute ids]}).",
-    )
-    inputs.add_argument(
-        "--input_format",
-        choices=job_config.INPUT_FORMATS,
-        default=default("input_format"),
-        help="auto: the S3-Rec format for --sequences; for --reviews/--metadata "
-        "each line's fields say 2014/2018 or 2023. amazon2023 forces the 2023 "
-        "format (strict JSON), amazon the 2014/2018 one.",
-    )
-    parser.add_argument(
-        "--output", required=True, help="Output directory (any Beam file system path)."
-    )
-    parser.add_argument(
-        "--max_seq_length",
-        type=int,
-        default=default("max_seq_length"),
-        help="Pretraining window: the last N items of each training sequence.",
-    )
-    parser.add_argument(
-        "--mask_prob",
-        type=float,
-        default=default("mask_prob"),
-        help="Probability of masking an item that is not the last one.",
-    )
-    parser.add_argument(
-        "--dupe_factor",
-        type=int,
-        default=default("dupe_factor"),
-        help="Pretraining duplicates, each with its own masks and shards.",
-    )
-    parser.add_argument(
-        "--num_negatives",
-        type=int,
-        default=default("num_negatives"),
-        help="Sampled negatives per user for validation and test.",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=default("seed"), help="Seed of every random choice."
-    )
-    parser.add_argument(
-        "--user_core",
-        type=int,
-        default=default("user_core"),
-        help="k-core: minimum interactions per user (>= 3).",
-    )
-    parser.add_argument(
-        "--item_core",
-        type=int,
-        default=default("item_core"),
-        help="k-core: minimum interactions per item.",
-    )
-    parser.add_argument(
-        "--kcore_max_rounds",
-        type=int,
-        default=default("kcore_max_rounds"),
-        help="k-core rounds to unroll; the job fails, naming this flag, if the data needs more.",
-    )
-    parser.add_argument(
-        "--min_rating",
-        type=float,
-        default=default("min_rating"),
-        help="Keep reviews rated at least this; unset keeps all.",
-    )
-    parser.add_argument(
-        "--attribute_min_count",
-        type=int,
-        default=default("attribute_min_count"),
-        help="Keep attributes carried by at least this many items.",
-    )
-    parser.add_argument(
-        "--num_shards",
-        type=int,
-        default=default("num_shards"),
-        help="Shards per output split / duplicate (users are spread by id); 0: "
-        "max(4, ceil(users / --users_per_shard)).",
-    )
-    parser.add_argument(
-        "--users_per_shard",
-        type=int,
-        default=default("users_per_shard"),
-        help="With --num_shards 0: at most this many users per shard.",
-    )
+    PreprocessOptions._add_argparse_args(parser)
     return parser
 
 
@@ -155,18 +47,9 @@ def parse_args(argv: Optional[Sequence[str]] = None):
     """-> (validated PreprocessConfig, the remaining arguments for Beam)."""
     parser = build_parser()
     args, pipeline_args = parser.parse_known_args(argv)
-    config = PreprocessConfig(
-        output=args.output.rstrip("/") or args.output,
-        **{
-            name: tuple(getattr(args, name))
-            for name in ("reviews", "metadata", "sequences", "item2attributes")
-        },
-        **{
-            name: getattr(args, name)
-            for name in vars(args)
-            if name not in ("output", "reviews", "metadata", "sequences", "item2attributes")
-        },
-    )
+    if args.output is None:
+        parser.error("the following arguments are required: --output")
+    config = PreprocessConfig.from_options(vars(args))
     try:
         config.validate()
     except ValueError as e:
@@ -192,23 +75,19 @@ def _check_pipeline_args(
 
 
 def run(argv: Optional[Sequence[str]] = None):
-    # The job's steps load TensorFlow (through the data contract, s3rec_tf.schema); imported
-    # here so that parsing options and --help stay light.
-    from beam_pipelines import job
-
     """Runs the job to completion; returns the Beam PipelineResult.
 
-    Bad options and missing or unreadable inputs exit (SystemExit 2) with a message naming them.
+    `argv`: the command line without the program name (None: sys.argv[1:]). Bad options and
+    missing or unreadable inputs exit (SystemExit 2) with a message naming them.
     """
+    # The job's example writer loads TensorFlow (tf.train.Example); imported here so that
+    # parsing options and --help stay light.
+    from beam_pipelines import job
+
     config, pipeline_args = parse_args(argv)
     try:
-        for flag, patterns in (
-            ("--reviews", config.reviews),
-            ("--metadata", config.metadata),
-            ("--sequences", config.sequences),
-            ("--item2attributes", config.item2attributes),
-        ):
-            job_config.check_inputs(flag, patterns)
+        for name in INPUT_OPTIONS:
+            job_config.check_inputs(f"--{name}", getattr(config, name))
     except OSError as e:
         build_parser().error(str(e))
     removed = job_config.remove_previous_outputs(config.output, job.JOB_FILES)

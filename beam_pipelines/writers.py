@@ -1,5 +1,5 @@
-"""Everything that writes files: TFRecord shards, single files written in parts and joined in
-order, dead letters and metadata.json.
+"""Writing files: any file under a temporary name, single text files written in parts and joined
+in order, dead letters and metadata.json. (TFRecord shards: `beam_pipelines.examples`.)
 
 Every file is written under a temporary name in its own directory (`.tmp-<random>-<name>`) and
 renamed when complete, so that a failed or retried bundle never leaves a half-written file under
@@ -21,29 +21,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
 from beam_pipelines import algorithms
-from beam_pipelines import pretrain_examples as pe
-
-# s3rec_tf.schema is the data contract (file names, feature names); importing it imports
-# TensorFlow (s3rec_tf/__init__ selects Keras 2 first), and `serialize_example` below needs
-# tf.train.Example, so this module, and only the modules that write outputs, load TensorFlow.
-from s3rec_tf import schema
-
-import tensorflow as tf  # after s3rec_tf, which selects Keras 2  # isort: skip
+from beam_pipelines.stats import METRICS_NAMESPACE
+from s3rec_tf import schema  # the data contract: file names, metadata keys (no TensorFlow)
 
 _LOG = logging.getLogger(__name__)
-METRICS_NAMESPACE = "s3rec.preprocess"
 PARTS_DIR = ".parts"
 TEMP_PREFIX = ".tmp-"
 DEAD_LETTER_FILE = schema.DEAD_LETTER_PREFIX + "-00000-of-00001.jsonl"
-# Users whose pretraining examples are generated in one vectorized call (bounds memory).
-USERS_PER_CHUNK = 2000
 # Lines per part of a single-file output.
 LINES_PER_PART = 50_000
 _COPY_CHUNK = 1 << 20
@@ -308,145 +297,6 @@ class WriteDeadLetters(beam.PTransform):
             | "AllKinds" >> beam.Map(algorithms.count_kinds, kinds)
         )
         return {"counts": counts, "file": written}
-
-
-# ---------------------------------------------------------------------------------------------
-# TFRecord shards.
-# ---------------------------------------------------------------------------------------------
-def shard_path(output: str, prefix: str, shard: int, num_shards: int) -> str:
-    """Path of one shard; matches `schema.shard_glob(output, prefix)`."""
-    name = f"{prefix}-{shard:05d}-of-{num_shards:05d}{schema.TFRECORD_SUFFIX}"
-    return posixpath.join(output, name)
-
-
-def serialize_example(features: dict) -> bytes:
-    """{name: list of ints} -> a serialized tf.train.Example (map keys in sorted order)."""
-    example = tf.train.Example()
-    feature_map = example.features.feature
-    for name, values in features.items():
-        feature_map[name].int64_list.value.extend(values)
-    return example.SerializeToString(deterministic=True)
-
-
-HISTORY_TAG, SEGMENT_TAG, SHARD_TAG = "h", "s", "e"
-
-
-@beam.typehints.with_output_types(tuple[str, int])
-class WriteShardFn(beam.DoFn):
-    """(shard, tagged values) -> the shard's train/valid/test and pretraining files.
-
-    The values are (HISTORY_TAG, (user, items)) of the shard's users, (SEGMENT_TAG, (positions,
-    items)) pieces of the long sequence that their negative segments read, and one SHARD_TAG
-    marker, so that every shard file exists, empty or not. Users are written in id order; a
-    retried call rewrites the same bytes. Yields (prefix or 'users', count).
-    """
-
-    def __init__(self, output, dupe_factor, max_seq_length, mask_prob, num_negatives, seed):
-        self._output = output
-        self._dupe_factor = dupe_factor
-        self._max_seq_length = max_seq_length
-        self._mask_prob = mask_prob
-        self._num_negatives = num_negatives
-        self._seed = seed
-        self._pretrain_examples = Metrics.counter(METRICS_NAMESPACE, "pretrain_examples")
-        self._users = Metrics.counter(METRICS_NAMESPACE, "users_written")
-        self._shards = Metrics.counter(METRICS_NAMESPACE, "shards_written")
-
-    def process(self, element, num_items, num_shards, total_length):
-        shard, values = element
-        users, positions, items = [], [], []
-        for tag, value in values:
-            if tag == HISTORY_TAG:
-                users.append(value)
-            elif tag == SEGMENT_TAG:
-                positions.append(value[0])
-                items.append(value[1])
-        users.sort(key=lambda u: u[0])
-        long_sequence = pe.SparseSequence(
-            total_length,
-            np.concatenate(positions) if positions else np.zeros(0, np.int64),
-            np.concatenate(items) if items else np.zeros(0, np.int64),
-        )
-        self._shards.inc()
-        self._users.inc(len(users))
-        yield ("users", len(users))
-        yield from self._write_splits(shard, num_shards, users, num_items)
-        for duplicate in range(self._dupe_factor):
-            count = self._write_pretraining(
-                shard, num_shards, users, num_items, long_sequence, duplicate
-            )
-            self._pretrain_examples.inc(count)
-            yield (schema.pretrain_prefix(duplicate), count)
-
-    def _write_splits(self, shard, num_shards, users, num_items):
-        negatives = pe.sample_negatives(
-            users, seed=self._seed, num_items=num_items, num_negatives=self._num_negatives
-        ).tolist()
-        files = {
-            split: AtomicFile(
-                shard_path(self._output, schema.split_prefix(split), shard, num_shards)
-            )
-            for split in schema.SPLITS
-        }
-        opened = {split: f.__enter__() for split, f in files.items()}
-        try:
-            for (user, items), user_negatives in zip(users, negatives):
-                split = pe.leave_one_out(items)
-                records = {
-                    "train": {
-                        schema.USER: [user],
-                        schema.HISTORY: split.train_history,
-                        schema.HELDOUT: split.heldout,
-                    },
-                    "valid": {
-                        schema.USER: [user],
-                        schema.HISTORY: split.valid_history,
-                        schema.TARGET: [split.valid_target],
-                        schema.NEGATIVES: user_negatives,
-                    },
-                    "test": {
-                        schema.USER: [user],
-                        schema.HISTORY: split.test_history,
-                        schema.TARGET: [split.test_target],
-                        schema.NEGATIVES: user_negatives,
-                    },
-                }
-                for name, features in records.items():
-                    _TFRecordUtil.write_record(opened[name], serialize_example(features))
-        except BaseException as e:
-            for f in files.values():
-                f.__exit__(type(e), e, None)
-            raise
-        for f in files.values():
-            f.__exit__(None, None, None)
-        for split in schema.SPLITS:
-            yield (schema.split_prefix(split), len(users))
-
-    def _write_pretraining(self, shard, num_shards, users, num_items, long_sequence, duplicate):
-        count = 0
-        path = shard_path(self._output, schema.pretrain_prefix(duplicate), shard, num_shards)
-        with AtomicFile(path) as f:
-            for chunk in range(0, len(users), USERS_PER_CHUNK):
-                examples = pe.make_pretrain_examples(
-                    users[chunk : chunk + USERS_PER_CHUNK],
-                    seed=self._seed,
-                    duplicate=duplicate,
-                    max_seq_length=self._max_seq_length,
-                    mask_prob=self._mask_prob,
-                    num_items=num_items,
-                    long_sequence=long_sequence,
-                )
-                fields = [
-                    (name, getattr(examples, name).tolist()) for name in schema.PRETRAIN_SEQUENCES
-                ]
-                splits = examples.row_splits.tolist()
-                for user, lo, hi in zip(examples.user.tolist(), splits[:-1], splits[1:]):
-                    features = {schema.USER: [user]}
-                    for name, values in fields:
-                        features[name] = values[lo:hi]
-                    _TFRecordUtil.write_record(f, serialize_example(features))
-                count += examples.num_examples
-        return count
 
 
 # ---------------------------------------------------------------------------------------------

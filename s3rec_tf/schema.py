@@ -8,11 +8,13 @@ Id conventions (the same as the S3-Rec reference implementation):
   * attributes: 0 is unused, 1..M = attributes; the attribute table has M + 1 rows;
   * users: 1..U.
 Sequences are stored unpadded, oldest item first. Readers pad them (on the left) per batch.
+
+Importing this module does not import TensorFlow: the Beam workers read the names and file layout
+from here without loading it. The tf.io parsing specs (`PRETRAIN_FEATURES`, `TRAIN_FEATURES`,
+`EVAL_FEATURES`, `split_features`) import TensorFlow when first used.
 """
 
 import posixpath
-
-import tensorflow as tf
 
 # Bump when the meaning or layout of anything below changes; `s3rec_tf.train` refuses data from
 # another version instead of training on it silently.
@@ -75,10 +77,6 @@ PRETRAIN_SEQUENCES = (
     NEG_SEGMENT,
 )
 
-PRETRAIN_FEATURES = {
-    USER: tf.io.FixedLenFeature([], tf.int64),
-    **{name: tf.io.RaggedFeature(tf.int64) for name in PRETRAIN_SEQUENCES},
-}
 
 # ---------------------------------------------------------------------------------------------
 # Leave-one-out split examples: one tf.train.Example per user and split.
@@ -92,23 +90,41 @@ HELDOUT = "heldout"
 TARGET = "target"
 NEGATIVES = "negatives"
 
-TRAIN_FEATURES = {
-    USER: tf.io.FixedLenFeature([], tf.int64),
-    HISTORY: tf.io.RaggedFeature(tf.int64),
-    HELDOUT: tf.io.FixedLenFeature([2], tf.int64),
-}
 
-EVAL_FEATURES = {
-    USER: tf.io.FixedLenFeature([], tf.int64),
-    HISTORY: tf.io.RaggedFeature(tf.int64),
-    TARGET: tf.io.FixedLenFeature([], tf.int64),
-    NEGATIVES: tf.io.RaggedFeature(tf.int64),
-}
+def _feature_specs() -> dict:
+    """{spec name: {feature name: tf.io feature}}, built on first use (the only TensorFlow here)."""
+    import tensorflow as tf
+
+    def spec(fixed: dict, ragged: tuple) -> dict:
+        """fixed: {name: shape}; ragged: names of variable-length int64 lists."""
+        return {
+            **{name: tf.io.FixedLenFeature(shape, tf.int64) for name, shape in fixed.items()},
+            **{name: tf.io.RaggedFeature(tf.int64) for name in ragged},
+        }
+
+    return {
+        "PRETRAIN_FEATURES": spec({USER: []}, PRETRAIN_SEQUENCES),
+        "TRAIN_FEATURES": spec({USER: [], HELDOUT: [2]}, (HISTORY,)),
+        "EVAL_FEATURES": spec({USER: [], TARGET: []}, (HISTORY, NEGATIVES)),
+    }
+
+
+_SPECS: dict = {}
+
+
+def __getattr__(name: str):
+    """`schema.PRETRAIN_FEATURES`, `TRAIN_FEATURES`, `EVAL_FEATURES`: the parsing specs (PEP 562),
+    so that they import TensorFlow only when read."""
+    if name in ("PRETRAIN_FEATURES", "TRAIN_FEATURES", "EVAL_FEATURES"):
+        if not _SPECS:
+            _SPECS.update(_feature_specs())
+        return _SPECS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def split_features(split: str) -> dict:
-    """Parsing spec of a leave-one-out split."""
-    return TRAIN_FEATURES if split == "train" else EVAL_FEATURES
+    """Parsing spec of a leave-one-out split: {feature name: tf.io feature}."""
+    return __getattr__("TRAIN_FEATURES" if split == "train" else "EVAL_FEATURES")
 
 
 # Keys that metadata.json always holds (the Beam job writes them, readers check them).

@@ -10,7 +10,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import parse, steps
+from beam_pipelines import parse, reading
 from beam_pipelines.parse import Event
 
 
@@ -92,7 +92,7 @@ EXPECTED_REVIEW_DEAD = [
 def test_parse_reviews_every_bad_kind(tmp_path, compress, name):
     _write(tmp_path / name, REVIEW_LINES, compress=compress)
     counters = _run(
-        lambda p: p | steps.ParseReviews([str(tmp_path / "r*")]),
+        lambda p: p | reading.ParseReviews([str(tmp_path / "r*")]),
         {
             "events": equal_to(
                 [
@@ -114,7 +114,7 @@ def test_parse_reviews_every_bad_kind(tmp_path, compress, name):
 def test_dead_letter_holds_file_line_and_record(tmp_path):
     path = _write(tmp_path / "r.json", [_review(), b"\xff\xfe not utf-8"])
     _run(
-        lambda p: p | steps.ParseReviews([path]),
+        lambda p: p | reading.ParseReviews([path]),
         {
             "dead_letters": equal_to(
                 [
@@ -168,7 +168,7 @@ EXPECTED_META_DEAD = [
 def test_parse_metadata_every_bad_kind(tmp_path):
     path = _write(tmp_path / "meta.json.gz", META_LINES, compress=True)
     counters = _run(
-        lambda p: p | steps.ParseMetadata([path]),
+        lambda p: p | reading.ParseMetadata([path]),
         {
             "attributes": equal_to(
                 [("I1", ("Acme", "Face", "Skin")), ("I2", ("Hair", "Zed")), ("I3", ())]
@@ -186,7 +186,7 @@ def test_parse_s3rec_sequences(tmp_path):
         [b"1 5 6 7", b"2 8", b"3", b"4 9 x", b"5 0 1", b"6 \xff", b"", b"7 1 1 2"],
     )
     counters = _run(
-        lambda p: p | steps.ParseS3RecSequences([path]),
+        lambda p: p | reading.ParseS3RecSequences([path]),
         {
             "lines": equal_to(
                 [(1, (path, 1, (5, 6, 7))), (2, (path, 2, (8,))), (7, (path, 8, (1, 1, 2)))]
@@ -208,7 +208,7 @@ def test_parse_s3rec_item_attributes(tmp_path):
     path = tmp_path / "i2a.json"
     path.write_text(json.dumps({"1": [3, 2, 3], "2": [], "x": [1], "3": [0], "4": "a"}))
     _run(
-        lambda p: p | steps.ParseS3RecItemAttributes([str(path)]),
+        lambda p: p | reading.ParseS3RecItemAttributes([str(path)]),
         {
             "attributes": equal_to([(1, (2, 3)), (2, ())]),
             "dead_letters": _reasons([(None, parse.BAD_ITEM2ATTRIBUTES_ENTRY)] * 3),
@@ -228,7 +228,7 @@ def test_a_broken_item_attributes_file_is_one_dead_letter(tmp_path, content, kin
     path = tmp_path / "i2a.json"
     path.write_bytes(content)
     _run(
-        lambda p: p | steps.ParseS3RecItemAttributes([str(path)]),
+        lambda p: p | reading.ParseS3RecItemAttributes([str(path)]),
         {"attributes": equal_to([]), "dead_letters": _reasons([(None, kind)])},
     )
 
@@ -236,14 +236,14 @@ def test_a_broken_item_attributes_file_is_one_dead_letter(tmp_path, content, kin
 def test_missing_input_fails_naming_the_pattern(tmp_path):
     pattern = str(tmp_path / "nothing-*.json")
     with pytest.raises(Exception, match="nothing-"):
-        _run(lambda p: p | steps.ParseReviews([pattern]), {})
+        _run(lambda p: p | reading.ParseReviews([pattern]), {})
 
 
 def test_truncated_gzip_fails_naming_the_file(tmp_path):
     path = tmp_path / "r.json.gz"
     path.write_bytes(gzip.compress(b"".join([_review() + b"\n"] * 500))[:-30])
     with pytest.raises(Exception, match="r.json.gz"):
-        _run(lambda p: p | steps.ParseReviews([str(path)]), {})
+        _run(lambda p: p | reading.ParseReviews([str(path)]), {})
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Each composite PTransform of beam_pipelines.steps / writers on tiny hand-made input, and the
+"""Each composite PTransform of the job's step modules / writers on tiny hand-made input, and the
 distributed k-core, ranks and SP look-ups against the whole-data reference functions."""
 
 import itertools
@@ -13,8 +13,12 @@ import tensorflow as tf
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines import algorithms, config, job, parse, steps, writers
+from beam_pipelines import algorithms, config, filtering, ids, job, kcore, parse, stats, writers
 from beam_pipelines import pretrain_examples as pe
+from beam_pipelines import segments as segment_steps
+from beam_pipelines.attributes import BuildItemAttributes
+from beam_pipelines.examples import WriteExamples
+from beam_pipelines.histories import BuildHistories, S3RecHistories
 from beam_pipelines.parse import Event
 from s3rec_tf import schema
 
@@ -38,14 +42,14 @@ def test_filter_ratings():
     ]
 
     def build(p):
-        kept = p | "Events" >> beam.Create(events) | steps.FilterRatings(4.0)
+        kept = p | "Events" >> beam.Create(events) | filtering.FilterRatings(4.0)
         assert_that(kept["events"], equal_to([events[0], events[3]]), label="Kept")
         assert_that(
             kept["stats"],
-            _stats({steps.DROPPED_BELOW_MIN_RATING: 1, steps.DROPPED_WITHOUT_RATING: 1}),
+            _stats({stats.DROPPED_BELOW_MIN_RATING: 1, stats.DROPPED_WITHOUT_RATING: 1}),
             label="Stats",
         )
-        everything = p | "Events2" >> beam.Create(events) | "All" >> steps.FilterRatings(None)
+        everything = p | "Events2" >> beam.Create(events) | "All" >> filtering.FilterRatings(None)
         assert_that(everything["events"], equal_to(events), label="KeptAll")
 
     _run(build)
@@ -63,13 +67,13 @@ def test_build_histories_orders_by_time_then_item_and_drops_exact_duplicates():
     ]
 
     def build(p):
-        out = p | beam.Create(events) | steps.BuildHistories()
+        out = p | beam.Create(events) | BuildHistories()
         assert_that(
             out["histories"],
             equal_to([("u1", ("b", "a", "z", "c", "b")), ("u2", ("x",))]),
             label="Histories",
         )
-        assert_that(out["stats"], _stats({steps.DROPPED_DUPLICATE_EVENTS: 1}), label="Stats")
+        assert_that(out["stats"], _stats({stats.DROPPED_DUPLICATE_EVENTS: 1}), label="Stats")
 
     _run(build)
 
@@ -78,7 +82,7 @@ def test_s3rec_histories_keep_the_first_line_of_a_user():
     lines = [(1, ("f", 1, (1, 2, 3))), (2, ("f", 2, (4, 5))), (1, ("f", 3, (9, 9)))]
 
     def build(p):
-        out = p | beam.Create(lines) | steps.S3RecHistories()
+        out = p | beam.Create(lines) | S3RecHistories()
         assert_that(out["histories"], equal_to([(1, (1, 2, 3)), (2, (4, 5))]), label="H")
         assert_that(
             out["dead_letters"] | beam.Map(lambda d: (d["line"], d["reason"], d["record"])),
@@ -115,15 +119,15 @@ def test_kcore_needs_several_rounds():
     assert dict(kept) == {u: tuple(i) for u, i in _reference_kcore(dict(histories), 2, 2).items()}
 
     def build(p):
-        out = p | beam.Create(histories) | steps.KCore(2, 2, max_rounds=6)
+        out = p | beam.Create(histories) | kcore.KCore(2, 2, max_rounds=6)
         assert_that(out["histories"], equal_to(kept), label="Kept")
         assert_that(
             out["stats"],
             _stats(
                 {
-                    steps.KCORE_ROUNDS: 4,
-                    steps.DROPPED_BY_KCORE_USERS: 2,
-                    steps.DROPPED_BY_KCORE_INTERACTIONS: 4,
+                    stats.KCORE_ROUNDS: 4,
+                    stats.DROPPED_BY_KCORE_USERS: 2,
+                    stats.DROPPED_BY_KCORE_INTERACTIONS: 4,
                 }
             ),
             label="Stats",
@@ -177,23 +181,23 @@ def test_distributed_kcore_equals_the_reference_on_random_graphs_and_chains():
             (
                 kept,
                 {
-                    steps.KCORE_ROUNDS: rounds,
-                    steps.DROPPED_BY_KCORE_USERS: users,
-                    steps.DROPPED_BY_KCORE_INTERACTIONS: interactions,
+                    stats.KCORE_ROUNDS: rounds,
+                    stats.DROPPED_BY_KCORE_USERS: users,
+                    stats.DROPPED_BY_KCORE_INTERACTIONS: interactions,
                 },
             )
         )
-    assert expected[4][1][steps.KCORE_ROUNDS] == 13 and not expected[4][0]
-    assert expected[5][0] and expected[5][1][steps.KCORE_ROUNDS] == 20
+    assert expected[4][1][stats.KCORE_ROUNDS] == 13 and not expected[4][0]
+    assert expected[5][0] and expected[5][1][stats.KCORE_ROUNDS] == 20
     assert all(len(kept) > 5 for kept, _ in expected[:3])
 
     def build(p):
-        for k, ((histories, uc, ic), (kept, stats)) in enumerate(zip(cases, expected)):
+        for k, ((histories, uc, ic), (kept, counts)) in enumerate(zip(cases, expected)):
             # Exactly as many rounds as the data needs (the check round then finds nothing).
-            rounds = stats[steps.KCORE_ROUNDS]
-            out = p | f"H{k}" >> beam.Create(histories) | f"K{k}" >> steps.KCore(uc, ic, rounds)
+            rounds = counts[stats.KCORE_ROUNDS]
+            out = p | f"H{k}" >> beam.Create(histories) | f"K{k}" >> kcore.KCore(uc, ic, rounds)
             assert_that(out["histories"], equal_to(kept), label=f"Kept{k}")
-            assert_that(out["stats"], _stats(stats), label=f"Stats{k}")
+            assert_that(out["stats"], _stats(counts), label=f"Stats{k}")
 
     _run(build)
 
@@ -204,7 +208,7 @@ def test_distributed_kcore_fails_when_the_rounds_do_not_suffice():
 
     def build(max_rounds):
         p = test_pipeline.TestPipeline()
-        _ = p | beam.Create(histories) | steps.KCore(2, 2, max_rounds)
+        _ = p | beam.Create(histories) | kcore.KCore(2, 2, max_rounds)
         p.run().wait_until_finish()
 
     build(rounds)  # exactly enough
@@ -229,7 +233,7 @@ def test_assign_ids_sorted_raw_ids():
     histories = [("bob", ("x2", "x1")), ("al", ("x3", "x2", "x2"))]
 
     def build(p):
-        out = p | beam.Create(histories) | steps.AssignIds(keep_raw_ids=False)
+        out = p | beam.Create(histories) | ids.AssignIds(keep_raw_ids=False)
         assert_that(out["histories"], equal_to([(2, (2, 1)), (1, (3, 2, 2))]), label="H")
         assert_that(out["item_vocab"], equal_to([(1, "x1"), (2, "x2"), (3, "x3")]), label="I")
         assert_that(out["user_vocab"], equal_to([(1, "al"), (2, "bob")]), label="Users")
@@ -244,7 +248,7 @@ def test_assign_ids_keeps_s3rec_ids():
     histories = [(4, (7, 2)), (1, (2, 5))]
 
     def build(p):
-        out = p | beam.Create(histories) | steps.AssignIds(keep_raw_ids=True)
+        out = p | beam.Create(histories) | ids.AssignIds(keep_raw_ids=True)
         assert_that(out["histories"], equal_to(histories), label="H")
         assert_that(out["item_ids"], equal_to([(2, 2), (5, 5), (7, 7)]), label="Pairs")
         assert_that(out["item_vocab"], equal_to([(k, str(k)) for k in range(1, 8)]), label="I")
@@ -261,7 +265,7 @@ def test_dense_rank_equals_sorting_whatever_the_buckets(per_bucket):
     shuffled = [values[k] for k in rng.permutation(len(values))]
 
     def build(p):
-        out = p | beam.Create(shuffled) | steps.DenseRank(per_bucket=per_bucket, sample_size=40)
+        out = p | beam.Create(shuffled) | ids.DenseRank(per_bucket=per_bucket, sample_size=40)
         assert_that(out["ranks"], equal_to([(v, k) for k, v in enumerate(values, 1)]), label="R")
         assert_that(out["count"], equal_to([len(values)]), label="N")
 
@@ -295,7 +299,7 @@ def test_build_item_attributes():
         out = {
             "attributes": p | f"A{min_count}" >> beam.Create(attributes),
             "item_ids": p | f"I{min_count}" >> beam.Create(item_ids),
-        } | f"Build{min_count}" >> steps.BuildItemAttributes(min_count, False)
+        } | f"Build{min_count}" >> BuildItemAttributes(min_count, False)
         assert_that(out["table"], equal_to(list(table.items())), label=f"Table{min_count}")
         assert_that(
             out["attribute_vocab"], equal_to(list(enumerate(vocab, 1))), label=f"Vocab{min_count}"
@@ -314,7 +318,7 @@ def test_build_item_attributes_keeps_s3rec_ids():
         out = {
             "attributes": p | "A" >> beam.Create([(1, (5, 2)), (2, (2,)), (9, (8,))]),
             "item_ids": p | "I" >> beam.Create([(1, 1), (2, 2)]),
-        } | steps.BuildItemAttributes(1, True)
+        } | BuildItemAttributes(1, True)
         assert_that(out["table"], equal_to([(1, [2, 5]), (2, [2])]), label="Table")
         assert_that(
             out["attribute_vocab"], equal_to([(k, str(k)) for k in range(1, 6)]), label="Vocab"
@@ -336,8 +340,8 @@ def _read(pattern, features):
 def test_write_examples(tmp_path, monkeypatch, users_per_block, positions_per_block):
     """Blocks of users and of long-sequence positions, however small, give the examples that the
     whole long sequence gives."""
-    monkeypatch.setattr(steps, "USERS_PER_BLOCK", users_per_block)
-    monkeypatch.setattr(steps, "POSITIONS_PER_BLOCK", positions_per_block)
+    monkeypatch.setattr(segment_steps, "USERS_PER_BLOCK", users_per_block)
+    monkeypatch.setattr(segment_steps, "POSITIONS_PER_BLOCK", positions_per_block)
     out = str(tmp_path)
     rng = np.random.default_rng(0)
     num_items = 30
@@ -350,7 +354,7 @@ def test_write_examples(tmp_path, monkeypatch, users_per_block, positions_per_bl
     def build(p):
         hs = p | "H" >> beam.Create(histories)
         num_shards = p | "S" >> beam.Create([3])
-        segments = hs | steps.NegativeSegments(
+        segments = hs | segment_steps.NegativeSegments(
             out,
             schema.SEQUENCES_FILE,
             num_shards=num_shards,
@@ -360,7 +364,7 @@ def test_write_examples(tmp_path, monkeypatch, users_per_block, positions_per_bl
         )
         _ = segments["sequence_parts"] | writers.JoinParts(out, schema.SEQUENCES_FILE)
         assert_that(segments["num_interactions"], equal_to([len(long_sequence)]), label="T")
-        counts = {"histories": hs, "segments": segments["segments"]} | steps.WriteExamples(
+        counts = {"histories": hs, "segments": segments["segments"]} | WriteExamples(
             out,
             num_items=p | "N" >> beam.Create([num_items]),
             num_shards=num_shards,

@@ -9,6 +9,8 @@ at module level, directly or through another project module, except those listed
 
 import ast
 import os
+import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("s3rec_tf", "keras_models", "export", "beam_pipelines")
@@ -18,9 +20,8 @@ TENSORFLOW = {"tensorflow", "tf_keras", "keras", "tensorflow_recommenders"}
 # beam_pipelines modules that load TensorFlow when imported, and why they must (the test fails
 # when an entry is no longer needed). Parsing and the algorithms never do.
 BEAM_MODULES_LOADING_TENSORFLOW = {
-    "beam_pipelines.writers": "writes tf.train.Examples; s3rec_tf.schema's feature specs",
-    "beam_pipelines.steps": "its write steps are writers' DoFns",
-    "beam_pipelines.job": "chains the steps",
+    "beam_pipelines.examples": "writes the TFRecord shards (tf.train.Example)",
+    "beam_pipelines.job": "chains the steps, the example writer included",
 }
 
 
@@ -138,4 +139,24 @@ def test_the_checker_sees_lazy_and_transitive_imports(tmp_path):
     found = _imports(str(source))
     assert ("export.saved_model", False) in found and ("os", True) in found
     assert ("tensorflow", True) in found  # a class body runs at import
-    assert _loads_tensorflow("s3rec_tf.schema")  # through the s3rec_tf package __init__
+    assert _loads_tensorflow("beam_pipelines.job")  # through beam_pipelines.examples
+    assert _loads_tensorflow("s3rec_tf.data")  # directly
+
+
+def test_the_data_contract_and_the_package_import_no_tensorflow():
+    """A Beam worker reads s3rec_tf.schema (and so runs s3rec_tf/__init__ and keras_models/
+    __init__) without loading TensorFlow; Keras 2 is still selected for whoever loads it later,
+    and the parsing specs still build on first use. In a fresh process: this one has TensorFlow."""
+    code = (
+        "import os, sys\n"
+        "import s3rec_tf, s3rec_tf.schema, keras_models\n"
+        "from beam_pipelines import config, formats, parse, preprocess, writers\n"
+        f"roots = {sorted(TENSORFLOW)!r}\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in roots)\n"
+        "assert not loaded, loaded[:5]\n"
+        "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
+        "assert set(s3rec_tf.schema.TRAIN_FEATURES) == {'user', 'history', 'heldout'}\n"
+        "import tensorflow as tf\n"
+        "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
