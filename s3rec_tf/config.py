@@ -26,6 +26,8 @@ CONFIG_DIR = next(
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"),
 )
 
+# How the command line spells rank None, the full d x d bilinear form of AAP / MAP (`parse_rank`).
+FULL_RANK = "full"
 LOSS_NORMALIZERS = ("dataset", "batch")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
@@ -158,6 +160,7 @@ class Config:
             model.max_seq_length,
             "must be positive",
         )
+        # The one check of a rank's range, whichever way it came (a preset, --rank, a sweep).
         for name, rank in (
             ("model.aap_rank", model.aap_rank),
             ("model.map_rank", model.resolved_map_rank),
@@ -167,8 +170,8 @@ class Config:
                     isinstance(rank, int) and 0 < rank <= model.hidden_size,
                     name,
                     rank,
-                    "must be None (full rank) or an integer in 1..hidden_size "
-                    f"({model.hidden_size})",
+                    f"must be None (full rank, '{FULL_RANK}' on the command line) or an integer in "
+                    f"1..hidden_size ({model.hidden_size})",
                 )
         for name in ("pretrain", "finetune"):
             phase = getattr(self, name)
@@ -231,6 +234,18 @@ class Config:
             _one_of(PRECISIONS),
         )
         return self
+
+
+def parse_rank(text: str, flag: str = "--rank") -> Optional[int]:
+    """An AAP / MAP rank as the command line spells it -> the config's `model.aap_rank` /
+    `map_rank`: "16" -> 16, "full" -> None (the full d x d matrix). The range against
+    model.hidden_size is checked by `Config.validate`, with the rest of the model."""
+    if text == FULL_RANK:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} must be an integer or '{FULL_RANK}', not {text!r}.") from None
 
 
 def _one_of(choices) -> str:

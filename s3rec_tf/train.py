@@ -40,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="output dir of beam_pipelines.preprocess (default: the sample)")
     p.add_argument("--output", help="run directory (default: runs/default)")
-    p.add_argument("--rank", help="AAP/MAP rank: an integer in 1..hidden, or 'full'")
-    p.add_argument("--map_rank", help="MAP rank if different from --rank: integer or 'full'")
+    p.add_argument(
+        "--rank", help=f"AAP/MAP rank: an integer in 1..hidden, or '{config_lib.FULL_RANK}'"
+    )
+    p.add_argument(
+        "--map_rank",
+        help=f"MAP rank if different from --rank: integer or '{config_lib.FULL_RANK}'",
+    )
     p.add_argument("--pretrain_epochs", type=int)
     p.add_argument("--finetune_epochs", type=int)
     p.add_argument("--pretrain_batch_size", type=int, help="global batch (all replicas)")
@@ -97,16 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _rank(value: Optional[str], flag: str):
-    if value is None or value == "full":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        message = f"{flag} must be an integer or 'full', not {value!r}."
-        raise config_lib.ConfigError(message) from None
-
-
 def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     """Preset, then command-line overrides; validated."""
     overrides = {
@@ -133,9 +128,9 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.rank is not None:
-        overrides["model.aap_rank"] = _rank(args.rank, "--rank")
+        overrides["model.aap_rank"] = config_lib.parse_rank(args.rank, "--rank")
     if args.map_rank is not None:
-        overrides["model.map_rank"] = _rank(args.map_rank, "--map_rank")
+        overrides["model.map_rank"] = config_lib.parse_rank(args.map_rank, "--map_rank")
     return config_lib.load(args.config).replace(**overrides).validate()
 
 

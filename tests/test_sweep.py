@@ -57,7 +57,7 @@ def test_seed_counts_per_rank_and_the_seed_by_seed_order():
         (["--ranks", "4", "--seeds"], "expected at least one argument"),
         (["--ranks", "4", "--seeds", "2", "--seed", "3"], "--seed is set by the sweep"),
         (["--ranks", "4", "--seeds", "2", "--rank", "3"], "--rank is set by the sweep"),
-        (["--ranks", "four", "--seeds", "2"], "rank 'four': expected an integer"),
+        (["--ranks", "four", "--seeds", "2"], "--ranks must be an integer or 'full', not 'four'"),
         (["--ranks", "4", "--seeds", "2", "--data", "/nonexistent"], "--data /nonexistent"),
         (["--ranks", "4", "--seeds", "2", "--loss", "mse"], "invalid choice: 'mse'"),
     ],

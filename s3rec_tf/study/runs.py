@@ -15,6 +15,7 @@ import socket
 from collections.abc import Sequence
 from typing import Optional, Union
 
+from s3rec_tf import config as config_lib
 from s3rec_tf import lockfile
 
 Rank = Union[int, str]  # an int, "full" or "none" (SASRec)
@@ -47,13 +48,16 @@ class Run:
 # ------------------------------------------------------------------------------------ the plan
 
 
-def parse_rank(value: str) -> Rank:
-    if value in ("full", "none"):
-        return value
+def parse_rank(text: str, flag: str) -> Rank:
+    """A rank of --ranks or --seeds: the training CLI's (`config.parse_rank`), kept as "full" for
+    run names and sweep.json, or "none" (SASRec)."""
+    if text == "none":
+        return text
     try:
-        return int(value)
-    except ValueError:
-        raise SweepError(f"rank {value!r}: expected an integer, 'full' or 'none'.") from None
+        rank = config_lib.parse_rank(text, flag)
+    except config_lib.ConfigError as e:
+        raise SweepError(str(e)) from None
+    return config_lib.FULL_RANK if rank is None else rank
 
 
 def parse_seeds(items: Sequence[str], ranks: Sequence[Rank]) -> dict[Rank, int]:
@@ -71,7 +75,7 @@ def parse_seeds(items: Sequence[str], ranks: Sequence[Rank]) -> dict[Rank, int]:
         if not sep:
             default = count
             continue
-        rank = parse_rank(rank_text)
+        rank = parse_rank(rank_text, f"--seeds {item!r}: RANK (or 'none', SASRec)")
         if rank not in ranks:
             raise SweepError(f"--seeds {item!r}: rank {rank_text} is not in --ranks {list(ranks)}.")
         counts[rank] = count

@@ -283,7 +283,7 @@ def resolve(argv: Optional[list[str]] = None):
             )
     if args.jobs < 1:
         raise SweepError(f"--jobs {args.jobs}: must be at least 1.")
-    ranks = [parse_rank(r) for r in args.ranks]
+    ranks = [parse_rank(r, "--ranks") for r in args.ranks]
     if "none" in ranks:
         raise SweepError(
             "--ranks: SASRec ('none') is added by the sweep; use --no_sasrec to skip it."
