@@ -37,7 +37,6 @@ Loading:
 """
 
 import argparse
-import json
 import logging
 import posixpath
 import sys
@@ -48,7 +47,7 @@ import tensorflow as tf
 
 from export import serving
 from keras_models import S3RecEncoder
-from s3rec_tf import builders, schema
+from s3rec_tf import builders, jsonfile, schema
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import run_dir as run_dir_lib
@@ -161,8 +160,7 @@ def export_run(
     }
     info_path = posixpath.join(output_dir, EXPORT_INFO_FILE)
     tf.io.gfile.makedirs(posixpath.dirname(info_path))
-    with tf.io.gfile.GFile(info_path, "w") as f:
-        f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    jsonfile.write(info_path, info, end="\n")
     logger.info(
         "Exported %s (%s index, k=%d, %s history items) to %s",
         run_dir,

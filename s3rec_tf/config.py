@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import yaml
 
+from s3rec_tf import jsonfile
+
 # The YAML presets: the package data s3rec_tf/configs/ of a regular install (setup.py ships the
 # repository's top-level configs/ there); else, in a checkout or an editable install, configs/
 # beside the package.
@@ -337,13 +339,12 @@ def load(path_or_name: Optional[str] = None) -> Config:
 
 def load_saved(path: str) -> Config:
     """Reads a config written by `save` (a run's config.json), missing keys at their defaults."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+    try:
+        values = jsonfile.read(path)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from e
+    if values is None:
+        raise ConfigError(f"{path} not found.")
     return from_dict(_merge(Config().to_dict(), values), source=path)
 
 
@@ -376,7 +377,6 @@ _WRITTEN_WHEN_SET = {
 
 def save(config: Config, path: str) -> None:
     """Writes the resolved config as JSON (beside checkpoints, so a run can be reproduced)."""
-    import tensorflow as tf  # tf.io.gfile: the run dir may be on any TF file system.
 
     values = config.to_dict()
     for key, default in _WRITTEN_WHEN_SET.items():
@@ -386,5 +386,4 @@ def save(config: Config, path: str) -> None:
             section = section[parent]
         if section[name] == default:
             del section[name]
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(values, indent=2, sort_keys=True))
+    jsonfile.write(path, values)

@@ -13,7 +13,7 @@ import time
 
 import tensorflow as tf
 
-from s3rec_tf import builders, runtime
+from s3rec_tf import builders, jsonfile, runtime
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
@@ -143,7 +143,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         "parameters": builders.parameter_counts(model),
     }
     if runtime.is_chief(strategy):
-        run_dir_lib.write_json(summary_path, summary)
+        jsonfile.write(summary_path, summary)
     return summary
 
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import lockfile
+from s3rec_tf import jsonfile, lockfile
 
 logger = logging.getLogger(__name__)
 
@@ -78,23 +78,14 @@ def tensorboard_dir(run_dir: str, phase: str) -> str:
     return posixpath.join(run_dir, LOGS_DIR, phase)
 
 
-def write_json(file: str, value) -> None:
-    """Writes `value` to `file` through a temporary name, so a reader never sees half of it."""
-    tmp = file + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(tmp, file, overwrite=True)
-
-
 def read_json(file: str) -> dict:
     """A JSON object from a run directory; RunDirError names the file when it cannot be read."""
-    if not tf.io.gfile.exists(file):
+    try:
+        values = jsonfile.read(file)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{file}: not valid JSON ({e}).") from e
+    if values is None:
         raise RunDirError(f"{file} not found: not a run directory of s3rec_tf.train.")
-    with tf.io.gfile.GFile(file) as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{file}: not valid JSON ({e}).") from e
     if not isinstance(values, dict):
         raise RunDirError(f"{file}: the top level must be an object.")
     return values
@@ -190,7 +181,7 @@ def start(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
     config and the data it runs with (config.json, data_metadata.json)."""
     check_resumable(run_dir, config, metadata)
     config_lib.save(config, path(run_dir, CONFIG_FILE))
-    write_json(path(run_dir, DATA_METADATA_FILE), metadata)
+    jsonfile.write(path(run_dir, DATA_METADATA_FILE), metadata)
 
 
 # ------------------------------------------------------------------------------------ the lock

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import losses, phases, runtime, schema
+from s3rec_tf import jsonfile, losses, phases, runtime, schema
 from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger("s3rec_tf.train")
@@ -195,7 +195,7 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
         with runtime.precision_policy(config.mixed_precision):
             results = phases.run_phases(config, metadata, strategy, run_dir, verbose)
         if chief:
-            run_dir_lib.write_json(run_dir_lib.path(run_dir, run_dir_lib.RESULTS_FILE), results)
+            jsonfile.write(run_dir_lib.path(run_dir, run_dir_lib.RESULTS_FILE), results)
     if chief and export_dir:
         results["export"] = saved_model.export_run(run_dir, export_dir)
         logger.info("Exported a SavedModel to %s.", export_dir)

@@ -139,3 +139,12 @@ def test_the_checker_sees_lazy_and_transitive_imports(tmp_path):
     assert ("export.saved_model", False) in found and ("os", True) in found
     assert ("tensorflow", True) in found  # a class body runs at import
     assert _loads_tensorflow("s3rec_tf.schema")  # through the s3rec_tf package __init__
+
+
+def test_the_study_tooling_and_the_files_it_shares_load_no_tensorflow_at_import():
+    # The sweep plans, checks and takes its lock before it loads the training CLI; only the
+    # s3rec_tf package's own __init__ (which selects Keras 2) is left out of the walk.
+    modules = ["s3rec_tf.sweep", "s3rec_tf.report", "s3rec_tf.jsonfile", "s3rec_tf.config"]
+    modules += sorted(m for m in MODULES if m.startswith("s3rec_tf.study"))
+    loading = [m for m in modules if _loads_tensorflow(m, seen={"s3rec_tf"})]
+    assert loading == [], f"load TensorFlow at import: {loading}"

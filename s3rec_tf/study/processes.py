@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Optional
 
-from s3rec_tf.study.runs import Run, read_epoch_log, run_dir, write_json
+from s3rec_tf.study.runs import Run, read_epoch_log, run_dir, write_record
 
 
 def _die_with_parent() -> None:
@@ -133,7 +133,7 @@ def start(run, index, total, output, flags, config, env, segment: dict) -> Activ
     its train.log."""
     directory = run_dir(output, run)
     os.makedirs(directory, exist_ok=True)
-    write_json(os.path.join(directory, "sweep_run.json"), segment)
+    write_record(os.path.join(directory, "sweep_run.json"), segment)
     command = [sys.executable, "-m", "s3rec_tf.train", *flags, "--output", directory]
     command += ["--verbose", "2"]
     with open(os.path.join(directory, "train.log"), "a") as log:

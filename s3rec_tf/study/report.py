@@ -15,7 +15,6 @@ head parameters vs quality, pretraining losses per objective and rank, SASRec / 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
+
+from s3rec_tf import jsonfile
 
 METRICS = (("sampled", "hr@10"), ("sampled", "ndcg@10"), ("full", "hr@10"), ("full", "ndcg@10"))
 # Test metrics of the S3-Rec paper (Zhou et al., CIKM 2020, Table 2 and Table 4) on Beauty.
@@ -604,8 +605,7 @@ PLOTS = {
 def write_report(sweep_path: str, out_dir: str) -> list[str]:
     """Writes sweep.md and the PNGs into out_dir, with a copy of sweep.json when it lives
     elsewhere (a report directory regenerates from its own JSON); returns the files written."""
-    with open(sweep_path) as f:
-        sweep = json.load(f)
+    sweep = jsonfile.read(sweep_path)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     copy = os.path.join(out_dir, "sweep.json")

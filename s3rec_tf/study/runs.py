@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import shutil
 import socket
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from typing import Optional, Union
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import lockfile
+from s3rec_tf import jsonfile, lockfile
 
 Rank = Union[int, str]  # an int, "full" or "none" (SASRec)
 
@@ -112,7 +111,7 @@ def pretraining_source(sweep_dir: str, run: Run) -> dict:
     """What a run fine-tuned from another sweep's pretraining records of it (sweep_run.json):
     where it is, its pretraining settings, and its epochs' losses and times."""
     directory = run_dir(sweep_dir, run)
-    config = read_json(os.path.join(directory, "config.json"))
+    config = jsonfile.read(os.path.join(directory, "config.json"))
     return {
         "run_dir": os.path.abspath(directory),
         "pretrain": config["pretrain"],
@@ -133,20 +132,10 @@ def waiting_for(output: str, run: Run, pretrained_from: Optional[str]) -> Option
     return None
 
 
-def read_json(path: str) -> Optional[dict]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def write_json(path: str, value) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+def write_record(path: str, value) -> None:
+    """sweep.json and a run's sweep_run.json: indented by 1, with a final newline (the format of
+    the records committed under reports/)."""
+    jsonfile.write(path, value, indent=1, end="\n")
 
 
 def read_epoch_log(path: str) -> list[dict]:

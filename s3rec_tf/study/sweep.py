@@ -55,7 +55,7 @@ import sys
 from typing import Optional
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import lockfile
+from s3rec_tf import jsonfile, lockfile
 from s3rec_tf.study import processes
 from s3rec_tf.study.runs import (
     Rank,
@@ -68,10 +68,9 @@ from s3rec_tf.study.runs import (
     plan,
     pretraining_source,
     read_epoch_log,
-    read_json,
     run_dir,
     waiting_for,
-    write_json,
+    write_record,
 )
 
 SWEEP_FILE = "sweep.json"
@@ -101,7 +100,7 @@ def machine() -> str:
 def run_entry(output: str, run: Run) -> dict:
     """One finished run as sweep.json records it."""
     directory = run_dir(output, run)
-    results = read_json(os.path.join(directory, "results.json"))
+    results = jsonfile.read(os.path.join(directory, "results.json"))
     config = results["config"]
     hidden = config["model"]["hidden_size"]
     finetune = results["finetune"]
@@ -115,7 +114,7 @@ def run_entry(output: str, run: Run) -> dict:
         parameters = {"total": p["total"], "aap": p["aap"], "map": p["map"]}
     parameters["aap_reduction_vs_full"] = 1.0 - parameters["aap"] / hidden**2
     parameters["map_reduction_vs_full"] = 1.0 - parameters["map"] / hidden**2
-    extra = read_json(os.path.join(directory, "sweep_run.json")) or {}
+    extra = jsonfile.read(os.path.join(directory, "sweep_run.json")) or {}
     source = extra.get("pretrained_from")
     pretrain_epochs = 0 if run.rank == "none" else config["pretrain"]["epochs"]
     if source:  # fine-tuned from another sweep's pretraining: its epochs are this run's
@@ -170,7 +169,7 @@ def write_sweep(output: str, runs: list[Run], meta: dict, carried: Optional[dict
         pending=[r.name for r in runs if r.name not in done],
         carried_over=sorted(r.name for r in carried if not finished_here(output, r)),
     )
-    write_json(os.path.join(output, SWEEP_FILE), sweep)
+    write_record(os.path.join(output, SWEEP_FILE), sweep)
     return sweep
 
 
@@ -195,7 +194,7 @@ def status(output: str, runs: list[Run], carried: dict, now=None) -> str:
             progress = run_dir_lib.run_status(run_dir(output, run))
             state = progress["state"]
             pretrain = finetune = ""
-            extra = read_json(os.path.join(run_dir(output, run), "sweep_run.json")) or {}
+            extra = jsonfile.read(os.path.join(run_dir(output, run), "sweep_run.json")) or {}
             if state != "not started":
                 pre, fine = progress["pretrain"], progress["finetune"]
                 pretrain = f"{pre['epochs_done']}/{pre['epochs']}"
@@ -339,7 +338,7 @@ def _check_source_model(run: Run, config, sweep_dir: str) -> None:
     """The pretrained encoder a run starts from must be the model it fine-tunes (checked when
     the source has started; a source not started yet is checked by the restore itself)."""
     saved = os.path.join(run_dir(sweep_dir, run), "config.json")
-    recorded = read_json(saved)
+    recorded = jsonfile.read(saved)
     if recorded is None:
         return
     source = config_lib.from_dict(recorded, source=saved)
@@ -382,7 +381,7 @@ def check_finished_runs(output: str, runs: list[Run], configs: dict) -> list[Run
     than asked for are returned (their pretraining is to be extended)."""
     to_extend = []
     for run in runs:
-        results = read_json(os.path.join(run_dir(output, run), "results.json"))
+        results = jsonfile.read(os.path.join(run_dir(output, run), "results.json"))
         if results is None:
             continue
         if _check_settings(run, results["config"], configs[run], run_dir(output, run)):
@@ -396,7 +395,7 @@ def carried_over(path: str, output: str, runs: list[Run], configs: dict) -> dict
     shorter pretraining than asked for are left out: their checkpoints are not here, so they
     train again."""
     try:
-        recorded = read_json(path)
+        recorded = jsonfile.read(path)
     except json.JSONDecodeError as e:
         raise SweepError(f"--carry_over {path}: not JSON ({e}).") from None
     if recorded is None:
@@ -512,7 +511,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
     for run in check_finished_runs(output, runs, configs):
         moved = archive_finetuning(
             run_dir(output, run),
-            read_json(os.path.join(run_dir(output, run), "results.json"))["config"]["pretrain"][
+            jsonfile.read(os.path.join(run_dir(output, run), "results.json"))["config"]["pretrain"][
                 "epochs"
             ],
         )
@@ -573,7 +572,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
                     if code is None or stop.signum is not None:
                         continue
                     active.remove(item)
-                    results = read_json(os.path.join(item.directory, "results.json"))
+                    results = jsonfile.read(os.path.join(item.directory, "results.json"))
                     if code != 0 or results is None:
                         failed.append(item.run.name)
                         print(
@@ -593,7 +592,7 @@ def _sweep(args, runs, train_flags, configs, meta) -> int:
         for item in active:
             for line in item.progress_lines():
                 print(line, flush=True)
-            if read_json(os.path.join(item.directory, "results.json")) is None:
+            if jsonfile.read(os.path.join(item.directory, "results.json")) is None:
                 print(item.stop_line(), flush=True)
         write_sweep(output, runs, meta, carried)
         print(
