@@ -198,12 +198,12 @@ class Config:
             finetune.num_samples,
             "must be positive",
         )
-        from s3rec_tf import metrics
+        from s3rec_tf import metric_names
 
         protocols = ("sampled", "full") + (
             ("full_history_zero",) if finetune.history_zero_metrics else ()
         )
-        monitors = metrics.metric_names(protocols)
+        monitors = metric_names.names(protocols)
         _require(
             finetune.monitor in monitors,
             "finetune.monitor",

@@ -13,12 +13,11 @@ import time
 
 import tensorflow as tf
 
-from s3rec_tf import builders, jsonfile, runtime
+from s3rec_tf import builders, jsonfile, metric_names, runtime
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
-from s3rec_tf import metrics as metrics_lib
 from s3rec_tf import reference as reference_lib
 from s3rec_tf import run_dir as run_dir_lib
 
@@ -249,6 +248,6 @@ def _by_protocol(metrics: dict) -> dict:
     """{"sampled_hr@10": x, ...} -> {"sampled": {"hr@10": x}, "full": {...}, ...}."""
     grouped: dict = {"sampled": {}, "full": {}}
     for name, value in metrics.items():
-        protocol, metric = metrics_lib.protocol_of(name)
+        protocol, metric = metric_names.protocol_of(name)
         grouped.setdefault(protocol, {})[metric] = value
     return grouped

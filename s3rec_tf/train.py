@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
-from s3rec_tf import jsonfile, losses, phases, runtime, schema
+from s3rec_tf import jsonfile, losses, metric_names, phases, runtime, schema
 from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger("s3rec_tf.train")
@@ -225,11 +225,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
         sys.exit(f"error: {e}")
     test = results["test"]
     logger.info(
-        "Test: sampled HR@10 %.4f NDCG@10 %.4f | full HR@10 %.4f NDCG@10 %.4f",
-        test["sampled"].get("hr@10", float("nan")),
-        test["sampled"].get("ndcg@10", float("nan")),
-        test["full"].get("hr@10", float("nan")),
-        test["full"].get("ndcg@10", float("nan")),
+        "Test: %s",
+        " | ".join(
+            f"{p} {metric_names.headline(test[p])}" for p in metric_names.HEADLINE_PROTOCOLS
+        ),
     )
     return results
 

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Optional
 
+from s3rec_tf import metric_names
 from s3rec_tf.study.runs import Run, read_epoch_log, run_dir, write_record
 
 
@@ -85,11 +86,12 @@ class Active:
         return f"{self.label()} {where} in {self.directory}"
 
     def finish_line(self, results: dict, done: int) -> str:
-        test = results["test"]
+        test = ", ".join(
+            f"{p} {metric_names.headline(results['test'][p])}"
+            for p in metric_names.HEADLINE_PROTOCOLS
+        )
         return (
-            f"{self.label()} finished in {_minutes(time.time() - self.start)}: test sampled "
-            f"HR@10 {test['sampled']['hr@10']:.4f} NDCG@10 {test['sampled']['ndcg@10']:.4f}, "
-            f"full HR@10 {test['full']['hr@10']:.4f} NDCG@10 {test['full']['ndcg@10']:.4f}; "
+            f"{self.label()} finished in {_minutes(time.time() - self.start)}: test {test}; "
             f"sweep: {done}/{self.total} done"
         )
 

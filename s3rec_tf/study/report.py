@@ -24,9 +24,10 @@ from typing import Optional
 
 import numpy as np
 
-from s3rec_tf import jsonfile
+from s3rec_tf import jsonfile, metric_names
 
-METRICS = (("sampled", "hr@10"), ("sampled", "ndcg@10"), ("full", "hr@10"), ("full", "ndcg@10"))
+# The columns of the tables and the panels of the plots: every headline metric of each protocol.
+METRICS = tuple((p, m) for p in metric_names.HEADLINE_PROTOCOLS for m in metric_names.HEADLINE)
 # Test metrics of the S3-Rec paper (Zhou et al., CIKM 2020, Table 2 and Table 4) on Beauty.
 PAPER = {
     "S3-Rec": {("sampled", "hr@10"): 0.5506, ("sampled", "ndcg@10"): 0.3732,
@@ -34,14 +35,15 @@ PAPER = {
     "SASRec": {("sampled", "hr@10"): 0.4696, ("sampled", "ndcg@10"): 0.3156},
 }  # fmt: skip
 # What earlier write-ups of the low-rank AAP head claim from single runs on Beauty (sampled
-# protocol, HR@10 / NDCG@10), and their conclusion.
+# protocol), and their conclusion.
 CLAIMED = {
-    "full": (0.5506, 0.3732),
-    32: (0.5530, 0.3750),
-    16: (0.5550, 0.3780),
-    8: (0.5450, 0.3690),
-    4: (0.5320, 0.3580),
+    "full": {"hr@10": 0.5506, "ndcg@10": 0.3732},
+    32: {"hr@10": 0.5530, "ndcg@10": 0.3750},
+    16: {"hr@10": 0.5550, "ndcg@10": 0.3780},
+    8: {"hr@10": 0.5450, "ndcg@10": 0.3690},
+    4: {"hr@10": 0.5320, "ndcg@10": 0.3580},
 }
+CLAIMED_METRICS = ("hr@10", "ndcg@10")  # the metrics the claims give, in their tables' order
 CLAIM = '"r = 16 is optimal, +0.44 points over full rank, 1.1× faster training"'
 CONFIDENCE = 0.95
 # A t-interval from two seeds rests on one degree of freedom: its sd comes from a single
@@ -238,19 +240,20 @@ def difference_table(groups, baseline="full") -> list[str]:
 
 
 def claims_table(groups) -> list[str]:
-    lines = [
-        "| rank | claimed HR@10 | ours HR@10 (mean ± sd) | claimed NDCG@10 | ours NDCG@10 |",
-        "|---|---|---|---|---|",
+    head = [
+        f"claimed {m.upper()} | ours {m.upper()}" + (" (mean ± sd)" if i == 0 else "")
+        for i, m in enumerate(CLAIMED_METRICS)
     ]
-    for rank, (hr, ndcg) in CLAIMED.items():
+    lines = ["| rank | " + " | ".join(head) + " |", "|---|" + "---|---|" * len(CLAIMED_METRICS)]
+    for rank, claimed in CLAIMED.items():
         runs = groups.get(rank)
-        ours = []
-        for metric in ("hr@10", "ndcg@10"):
-            if not runs:
-                ours.append("not run")
-                continue
-            ours.append(f"{_mean_sd_text(runs, 'sampled', metric)} ({_seeds(len(runs))})")
-        lines.append(f"| {rank_label(rank)} | {hr:.4f} | {ours[0]} | {ndcg:.4f} | {ours[1]} |")
+        cells = []
+        for metric in CLAIMED_METRICS:
+            ours = "not run"
+            if runs:
+                ours = f"{_mean_sd_text(runs, 'sampled', metric)} ({_seeds(len(runs))})"
+            cells.append(f"{claimed[metric]:.4f} | {ours}")
+        lines.append(f"| {rank_label(rank)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -258,7 +261,7 @@ def claim_verdict(groups) -> list[str]:
     """What our seeds say about each part of the claim, in words."""
     out = []
     if 16 in groups and "full" in groups:
-        for metric in ("hr@10", "ndcg@10"):
+        for metric in CLAIMED_METRICS:
             diff = paired_difference(
                 values(groups[16], "sampled", metric), values(groups["full"], "sampled", metric)
             )
@@ -271,10 +274,7 @@ def claim_verdict(groups) -> list[str]:
                     f" (95 % interval {_signed(low)} to {_signed(high)}, "
                     f"{_seeds(len(diff['seeds']))})"
                 )
-            claimed = (
-                CLAIMED[16][0 if metric == "hr@10" else 1]
-                - CLAIMED["full"][0 if metric == "hr@10" else 1]
-            )
+            claimed = CLAIMED[16][metric] - CLAIMED["full"][metric]
             v = verdict(diff)
             if v == "not resolved":
                 text += f": no difference resolved; the claimed {_signed(claimed)}"
@@ -303,13 +303,13 @@ def claim_verdict(groups) -> list[str]:
     low_ranks = [r for r in groups if isinstance(r, int)]
     # "Highest" needs something to compare: two low ranks, each with seeds.
     if len(low_ranks) > 1 and all(len(groups[r]) > 1 for r in low_ranks):
-        means = {
-            r: np.mean(list(values(groups[r], "sampled", "hr@10").values())) for r in low_ranks
-        }
+        first = metric_names.HEADLINE[0]
+        means = {r: np.mean(list(values(groups[r], "sampled", first).values())) for r in low_ranks}
         best = max(means, key=means.get)
         out.append(
-            f"- Highest mean sampled HR@10 among the low ranks: r = {best} ({means[best]:.4f}); "
-            "see the paired differences above for which gaps the seeds resolve."
+            f"- Highest mean sampled {first.upper()} among the low ranks: r = {best} "
+            f"({means[best]:.4f}); see the paired differences above for which gaps the seeds "
+            "resolve."
         )
     return out
 
@@ -469,7 +469,8 @@ def plot_quality(groups, path: str) -> None:
     ranks = [r for r in groups if r != "none"]
     if not ranks:
         return
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    rows, columns = len(metric_names.HEADLINE_PROTOCOLS), len(metric_names.HEADLINE)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.75 * rows), squeeze=False)
     for ax, (protocol, metric) in zip(axes.flat, METRICS):
         xs = np.arange(len(ranks))
         means, sds = zip(*(mean_sd(groups[r], protocol, metric) for r in ranks))
@@ -492,9 +493,8 @@ def plot_quality(groups, path: str) -> None:
             label="ours (mean ± sd)",
         )
         if protocol == "sampled":
-            claimed = [CLAIMED.get(r) for r in ranks]
-            k = 0 if metric == "hr@10" else 1
-            pts = [(i, c[k]) for i, c in enumerate(claimed) if c]
+            claimed = [CLAIMED.get(r, {}) for r in ranks]
+            pts = [(i, c[metric]) for i, c in enumerate(claimed) if metric in c]
             if pts:
                 ax.plot(*zip(*pts), "s--", color="tab:orange", label="claimed (single runs)")
         if "none" in groups:
@@ -519,8 +519,9 @@ def plot_parameters(groups, path: str) -> None:
     ranks = [r for r in groups if r != "none"]
     if not ranks:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
+    headline = metric_names.HEADLINE
+    fig, axes = plt.subplots(1, len(headline), figsize=(5 * len(headline), 4), squeeze=False)
+    for ax, metric in zip(axes.flat, headline):
         params = [
             groups[r][0]["parameters"]["aap"] + groups[r][0]["parameters"]["map"] for r in ranks
         ]
@@ -573,8 +574,8 @@ def plot_bars(groups, path: str) -> None:
     models = [r for r in ("none", "full", 16) if r in groups]
     if not models:
         return
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(13, 3.6))
-    for ax, (protocol, metric) in zip(axes, METRICS):
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.25 * len(METRICS), 3.6), squeeze=False)
+    for ax, (protocol, metric) in zip(axes.flat, METRICS):
         means, sds = zip(*(mean_sd(groups[r], protocol, metric) for r in models))
         ax.bar(
             range(len(models)),

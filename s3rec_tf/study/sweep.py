@@ -55,7 +55,7 @@ import sys
 from typing import Optional
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import jsonfile, lockfile
+from s3rec_tf import jsonfile, lockfile, metric_names
 from s3rec_tf.study import processes
 from s3rec_tf.study.runs import (
     Rank,
@@ -181,14 +181,14 @@ def status(output: str, runs: list[Run], carried: dict, now=None) -> str:
     now = now or datetime.datetime.now(datetime.UTC)
     rows, finished = [], 0
     for run in runs:
-        metrics = ("", "")
+        metrics = ("",) * len(metric_names.HEADLINE)
         if finished_here(output, run) or run in carried:
             entry = run_entry(output, run) if finished_here(output, run) else carried[run]
             state = "finished" if finished_here(output, run) else "finished (carried over)"
             pretrain = entry["pretrain_epochs"]
             finetune = "{run} (best {best})".format(**entry["finetune_epochs"])
             sampled = entry["test"]["sampled"]
-            metrics = (f"{sampled['hr@10']:.4f}", f"{sampled['ndcg@10']:.4f}")
+            metrics = tuple(f"{sampled[m]:.4f}" for m in metric_names.HEADLINE)
             finished += 1
         else:
             progress = run_dir_lib.run_status(run_dir(output, run))
@@ -210,8 +210,10 @@ def status(output: str, runs: list[Run], carried: dict, now=None) -> str:
     head = [
         f"{finished} of {len(runs)} runs finished ({output}, {now:%Y-%m-%d %H:%M} UTC).",
         "",
-        "| run | state | pretraining epochs | fine-tuning epochs | test sampled HR@10 | NDCG@10 |",
-        "|---|---|---:|---:|---:|---:|",
+        "| run | state | pretraining epochs | fine-tuning epochs | test sampled "
+        + " | ".join(m.upper() for m in metric_names.HEADLINE)
+        + " |",
+        "|---|---|---:|---:|" + "---:|" * len(metric_names.HEADLINE),
     ]
     return "\n".join(head + rows) + "\n"
 
