@@ -29,8 +29,7 @@ import tensorflow as tf
 
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
-from s3rec_tf import data as data_lib
-from s3rec_tf import jsonfile, lockfile
+from s3rec_tf import data_files, jsonfile, lockfile
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +101,11 @@ def read_config(run_dir: str) -> config_lib.Config:
 
 
 def read_data_metadata(run_dir: str) -> dict:
-    """The metadata of the data the run started on (checked as `data.check_metadata` does)."""
+    """The metadata of the data the run started on (checked as `data_files.check_metadata` does)."""
     file = path(run_dir, DATA_METADATA_FILE)
     try:
-        return data_lib.check_metadata(read_json(file), file)
-    except data_lib.DataError as e:
+        return data_files.check_metadata(read_json(file), file)
+    except data_files.DataError as e:
         raise RunDirError(str(e)) from e
 
 

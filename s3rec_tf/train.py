@@ -22,8 +22,7 @@ from typing import Optional
 import tensorflow as tf
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import data as data_lib
-from s3rec_tf import jsonfile, losses, metric_names, phases, runtime, schema
+from s3rec_tf import data_files, jsonfile, losses, metric_names, phases, runtime, schema
 from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger("s3rec_tf.train")
@@ -219,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         if not runtime.configure_threads(intra_op, args.inter_op_threads):
             logger.warning("TensorFlow had already started: its thread settings are kept.")
         results = run(config, export_dir=args.export, verbose=verbose)
-    except (config_lib.ConfigError, data_lib.DamagedDataError) as e:
+    except (config_lib.ConfigError, data_files.DamagedDataError) as e:
         # Bad configuration stops before any work (every check in run() comes first), and damaged
         # data stops with the file to rebuild: a reason, not a traceback.
         sys.exit(f"error: {e}")

@@ -323,11 +323,11 @@ def resolve(argv: Optional[list[str]] = None):
         if args.pretrained_from and run.rank != "none":
             _check_source_model(run, configs[run], args.pretrained_from)
     data_dir = common.data or train.sample_data_dir()
-    from s3rec_tf import data as data_lib
+    from s3rec_tf import data_files  # TensorFlow: only once the arguments are checked
 
     try:
-        metadata = data_lib.read_metadata(data_dir)
-        data_lib.check_files(data_dir, dupe_factor=metadata["dupe_factor"])
+        metadata = data_files.read_metadata(data_dir)
+        data_files.check_files(data_dir, dupe_factor=metadata["dupe_factor"])
     except (OSError, ValueError) as e:
         raise SweepError(f"--data {data_dir}: {e}") from None
     if common.data is None:
