@@ -8,8 +8,9 @@ import sys
 
 import tensorflow as tf
 
-from s3rec_tf import builders, sweep
+from s3rec_tf import builders
 from s3rec_tf import config as config_lib
+from s3rec_tf.study import sweep
 
 
 def machine() -> str:

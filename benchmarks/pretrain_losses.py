@@ -29,7 +29,10 @@ from benchmarks.common import (  # noqa: E402
     run_config,
     write_report,
 )
-from s3rec_tf import builders  # noqa: E402
+from s3rec_tf import (
+    builders,  # noqa: E402
+    data_files,  # noqa: E402
+)
 from s3rec_tf import config as config_lib  # noqa: E402
 from s3rec_tf import data as data_lib  # noqa: E402
 from s3rec_tf import reference as reference_lib  # noqa: E402
@@ -99,8 +102,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     named = named_checkpoints(p, args.checkpoint)
 
-    metadata = data_lib.read_metadata(args.data)
-    item_attributes = data_lib.load_item_attributes(
+    metadata = data_files.read_metadata(args.data)
+    item_attributes = data_files.load_item_attributes(
         args.data, metadata["num_items"], metadata["num_attributes"]
     )
     rows = []

@@ -207,12 +207,16 @@ def measure(args) -> dict:
 
 def _measure(args) -> dict:
     tf, _, runtime, _, config_lib, data_lib = _lib()
+    try:
+        from s3rec_tf import data_files
+    except ImportError:  # --code from before the data directory's readers left data.py
+        data_files = data_lib
     # As `python -m s3rec_tf.train` runs pretraining (code from before the setting had none).
     if hasattr(runtime, "configure_threads"):
         runtime.configure_threads(runtime.PRETRAINING_INTRA_OP_THREADS)
     config = config_lib.Config().replace(**{"pretrain.batch_size": args.batch_size}).validate()
-    metadata = data_lib.read_metadata(args.data)
-    item_attributes = data_lib.load_item_attributes(
+    metadata = data_files.read_metadata(args.data)
+    item_attributes = data_files.load_item_attributes(
         args.data, metadata["num_items"], metadata["num_attributes"]
     )
     data = {

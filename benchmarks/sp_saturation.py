@@ -37,7 +37,10 @@ from benchmarks.common import (  # noqa: E402
     write_report,
 )
 from s3rec_tf import data as data_lib  # noqa: E402
-from s3rec_tf import schema  # noqa: E402
+from s3rec_tf import (
+    data_files,  # noqa: E402
+    schema,  # noqa: E402
+)
 from s3rec_tf.pretrain import OBJECTIVES  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,8 +146,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     named = named_checkpoints(p, args.checkpoint)
 
-    metadata = data_lib.read_metadata(args.data)
-    item_attributes = data_lib.load_item_attributes(
+    metadata = data_files.read_metadata(args.data)
+    item_attributes = data_files.load_item_attributes(
         args.data, metadata["num_items"], metadata["num_attributes"]
     )
     rows, batches_by_shape = [], {}

@@ -37,7 +37,6 @@ Loading:
 """
 
 import argparse
-import json
 import logging
 import posixpath
 import sys
@@ -48,9 +47,8 @@ import tensorflow as tf
 
 from export import serving
 from keras_models import S3RecEncoder
-from s3rec_tf import builders, schema
+from s3rec_tf import builders, data_files, jsonfile, schema
 from s3rec_tf import config as config_lib
-from s3rec_tf import data as data_lib
 from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger(__name__)
@@ -114,8 +112,8 @@ def export_run(
     vocab_file = posixpath.join(data_dir, schema.ITEM_VOCAB)
     check_vocabulary(vocab_file, num_items)
     try:
-        popularity = data_lib.item_popularity(data_dir, num_items)
-    except (data_lib.DataError, tf.errors.OpError) as e:
+        popularity = data_files.item_popularity(data_dir, num_items)
+    except (data_files.DataError, tf.errors.OpError) as e:
         raise ExportError(
             f"Cannot count item popularity in the training split of {data_dir}: {e}"
         ) from e
@@ -161,8 +159,7 @@ def export_run(
     }
     info_path = posixpath.join(output_dir, EXPORT_INFO_FILE)
     tf.io.gfile.makedirs(posixpath.dirname(info_path))
-    with tf.io.gfile.GFile(info_path, "w") as f:
-        f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    jsonfile.write(info_path, info, end="\n")
     logger.info(
         "Exported %s (%s index, k=%d, %s history items) to %s",
         run_dir,

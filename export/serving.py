@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from s3rec_tf.data import left_pad_ragged
+from s3rec_tf.padding import left_pad_ragged
 
 logger = logging.getLogger(__name__)
 

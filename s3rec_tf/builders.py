@@ -14,7 +14,7 @@ import numpy as np
 from keras_models import S3RecEncoder, S3RecPretrainHeads
 from s3rec_tf import losses
 from s3rec_tf.config import Config, ModelConfig
-from s3rec_tf.data import ItemAttributes
+from s3rec_tf.data_files import ItemAttributes
 from s3rec_tf.finetune import S3RecRecommender
 from s3rec_tf.pretrain import S3RecPretrainer
 

@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import yaml
 
+from s3rec_tf import jsonfile
+
 # The YAML presets: the package data s3rec_tf/configs/ of a regular install (setup.py ships the
 # repository's top-level configs/ there); else, in a checkout or an editable install, configs/
 # beside the package.
@@ -26,6 +28,8 @@ CONFIG_DIR = next(
     os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"),
 )
 
+# How the command line spells rank None, the full d x d bilinear form of AAP / MAP (`parse_rank`).
+FULL_RANK = "full"
 LOSS_NORMALIZERS = ("dataset", "batch")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("off", "mixed_float16", "mixed_bfloat16")
@@ -161,6 +165,7 @@ class Config:
             model.max_seq_length,
             "must be positive",
         )
+        # The one check of a rank's range, whichever way it came (a preset, --rank, a sweep).
         for name, rank in (
             ("model.aap_rank", model.aap_rank),
             ("model.map_rank", model.resolved_map_rank),
@@ -170,8 +175,8 @@ class Config:
                     isinstance(rank, int) and 0 < rank <= model.hidden_size,
                     name,
                     rank,
-                    "must be None (full rank) or an integer in 1..hidden_size "
-                    f"({model.hidden_size})",
+                    f"must be None (full rank, '{FULL_RANK}' on the command line) or an integer in "
+                    f"1..hidden_size ({model.hidden_size})",
                 )
         for name in ("pretrain", "finetune"):
             phase = getattr(self, name)
@@ -202,12 +207,12 @@ class Config:
             finetune.num_samples,
             "must be positive",
         )
-        from s3rec_tf import metrics
+        from s3rec_tf import metric_names
 
         protocols = ("sampled", "full") + (
             ("full_history_zero",) if finetune.history_zero_metrics else ()
         )
-        monitors = metrics.metric_names(protocols)
+        monitors = metric_names.names(protocols)
         _require(
             finetune.monitor in monitors,
             "finetune.monitor",
@@ -240,6 +245,18 @@ class Config:
             _one_of(PRECISIONS),
         )
         return self
+
+
+def parse_rank(text: str, flag: str = "--rank") -> Optional[int]:
+    """An AAP / MAP rank as the command line spells it -> the config's `model.aap_rank` /
+    `map_rank`: "16" -> 16, "full" -> None (the full d x d matrix). The range against
+    model.hidden_size is checked by `Config.validate`, with the rest of the model."""
+    if text == FULL_RANK:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} must be an integer or '{FULL_RANK}', not {text!r}.") from None
 
 
 def _one_of(choices) -> str:
@@ -331,13 +348,12 @@ def load(path_or_name: Optional[str] = None) -> Config:
 
 def load_saved(path: str) -> Config:
     """Reads a config written by `save` (a run's config.json), missing keys at their defaults."""
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+    try:
+        values = jsonfile.read(path)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from e
+    if values is None:
+        raise ConfigError(f"{path} not found.")
     return from_dict(_merge(Config().to_dict(), values), source=path)
 
 
@@ -371,7 +387,6 @@ _WRITTEN_WHEN_SET = {
 
 def save(config: Config, path: str) -> None:
     """Writes the resolved config as JSON (beside checkpoints, so a run can be reproduced)."""
-    import tensorflow as tf  # tf.io.gfile: the run dir may be on any TF file system.
 
     values = config.to_dict()
     for key, default in _WRITTEN_WHEN_SET.items():
@@ -381,5 +396,4 @@ def save(config: Config, path: str) -> None:
             section = section[parent]
         if section[name] == default:
             del section[name]
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(values, indent=2, sort_keys=True))
+    jsonfile.write(path, values)

@@ -35,7 +35,8 @@ API:
 `{protocol}_hr@1`, `_hr@5`, `_hr@10`, `_hr@20`, `_ndcg@5`, `_ndcg@10`, `_ndcg@20`, `_mrr`. Each
 is a `tf.keras.metrics.Mean` of per-user values, so its state is a (weighted) sum and a count: the
 result does not depend on how users are split into batches, and under `tf.distribute` the state
-variables are summed over replicas when read in cross-replica context.
+variables are summed over replicas when read in cross-replica context. The protocols, the
+metrics' names and the headline metrics are `s3rec_tf.metric_names` (no TensorFlow).
 
 Under `tf.distribute`, create the metrics inside `strategy.scope()`; a custom `test_step` may
 return `{m.name: m.result() for m in metrics}`: Keras computes `result()` called in a replica
@@ -50,11 +51,7 @@ from typing import Optional
 
 import tensorflow as tf  # after the s3rec_tf package selected Keras 2
 
-# "full_history_zero": the full protocol as BSARec / WEARec evaluate it, for comparison with
-# their published numbers: the history items' scores are set to 0 instead of leaving them out.
-PROTOCOLS = ("sampled", "full", "full_history_zero")
-HIT_RATE_KS = (1, 5, 10, 20)
-NDCG_KS = (5, 10, 20)
+from s3rec_tf.metric_names import HIT_RATE_KS, NDCG_KS, PROTOCOLS, default_name
 
 
 def _check_rank(tensor: tf.Tensor, rank: int, name: str) -> None:
@@ -307,26 +304,6 @@ def _seen(history: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     return tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), [batch, width]) > 0
 
 
-def protocol_of(name: str) -> tuple[str, str]:
-    """ "full_history_zero_hr@10" -> ("full_history_zero", "hr@10"): a metric's protocol and
-    the metric (the longest protocol that prefixes the name)."""
-    for protocol in sorted(PROTOCOLS, key=len, reverse=True):
-        if name.startswith(protocol + "_"):
-            return protocol, name[len(protocol) + 1 :]
-    raise ValueError(f"{name!r} names no protocol of {PROTOCOLS}.")
-
-
-def metric_names(protocols: Sequence[str] = PROTOCOLS) -> list[str]:
-    """Every metric name `ranking_metrics` makes for these protocols (e.g. "full_ndcg@10").
-
-    Spelled out rather than read off metric objects: making a Keras metric creates variables,
-    which starts TensorFlow's runtime, and a configuration check must not (the training CLI sets
-    the thread pools after it, and they cannot change once the runtime runs).
-    """
-    bases = [f"hr@{k}" for k in HIT_RATE_KS] + [f"ndcg@{k}" for k in NDCG_KS] + ["mrr"]
-    return [_default_name(base, protocol) for protocol in protocols for base in bases]
-
-
 class RankingMetric(tf.keras.metrics.Mean):
     """Base class: the weighted mean over users of a function of their 1-based ranks.
 
@@ -362,10 +339,6 @@ def _check_k(k: int) -> int:
     return k
 
 
-def _default_name(base: str, protocol: Optional[str]) -> str:
-    return f"{protocol}_{base}" if protocol else base
-
-
 class HitRate(RankingMetric):
     """HR@k: the fraction of users whose target ranks within the top k.
 
@@ -376,7 +349,7 @@ class HitRate(RankingMetric):
         self, k: int, name: Optional[str] = None, protocol: Optional[str] = None, dtype=None
     ):
         self.k = _check_k(k)
-        super().__init__(name or _default_name(f"hr@{k}", protocol), protocol, dtype)
+        super().__init__(name or default_name(f"hr@{k}", protocol), protocol, dtype)
 
     def per_user(self, ranks):
         return tf.cast(ranks <= self.k, self.dtype)
@@ -395,7 +368,7 @@ class NDCG(RankingMetric):
         self, k: int, name: Optional[str] = None, protocol: Optional[str] = None, dtype=None
     ):
         self.k = _check_k(k)
-        super().__init__(name or _default_name(f"ndcg@{k}", protocol), protocol, dtype)
+        super().__init__(name or default_name(f"ndcg@{k}", protocol), protocol, dtype)
 
     def per_user(self, ranks):
         gain = math.log(2.0) / tf.math.log(ranks + 1.0)
@@ -412,7 +385,7 @@ class MRR(RankingMetric):
     """
 
     def __init__(self, name: Optional[str] = None, protocol: Optional[str] = None, dtype=None):
-        super().__init__(name or _default_name("mrr", protocol), protocol, dtype)
+        super().__init__(name or default_name("mrr", protocol), protocol, dtype)
 
     def per_user(self, ranks):
         return 1.0 / ranks

@@ -13,13 +13,12 @@ import time
 
 import tensorflow as tf
 
-from s3rec_tf import builders, runtime
+from s3rec_tf import builders, data_files, jsonfile, metric_names, runtime
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 from s3rec_tf import finetune as finetune_lib
 from s3rec_tf import losses as losses_lib
-from s3rec_tf import metrics as metrics_lib
 from s3rec_tf import reference as reference_lib
 from s3rec_tf import run_dir as run_dir_lib
 
@@ -29,13 +28,13 @@ logger = logging.getLogger(__name__)
 def check_inputs(config: config_lib.Config) -> dict:
     """Reads the data's metadata and checks every input the run needs, before any work."""
     data_dir = config.data.data_dir
-    metadata = data_lib.read_metadata(data_dir)
+    metadata = data_files.read_metadata(data_dir)
     if metadata["max_seq_length"] > config.model.max_seq_length:
         raise config_lib.ConfigError(
             f"model.max_seq_length = {config.model.max_seq_length} but {data_dir} was built with "
             f"max_seq_length {metadata['max_seq_length']}."
         )
-    data_lib.check_files(data_dir, dupe_factor=metadata["dupe_factor"] if config.pretrains else 0)
+    data_files.check_files(data_dir, dupe_factor=metadata["dupe_factor"] if config.pretrains else 0)
     try:  # a loss whose step cannot fit stops here, not with an out-of-memory kill mid-epoch
         losses_lib.LOSSES[config.finetune.loss].check_fits(
             metadata["num_items"],
@@ -59,7 +58,7 @@ def run_phases(config, metadata, strategy, run_dir, verbose) -> dict:
     results: dict = {"config": config.to_dict(), "data": metadata}
     data_dir = config.data.data_dir
     with runtime.seeded_dropout():
-        with data_lib.explain_damaged_data(data_dir):
+        with data_files.explain_damaged_data(data_dir):
             if config.pretrains:
                 results["pretrain"] = pretrain(config, metadata, strategy, run_dir, verbose)
             results["finetune"] = finetune(config, metadata, strategy, run_dir, verbose)
@@ -105,7 +104,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         config.seed,
         fixed_widths=config.jit_compile,
     )
-    item_attributes = data_lib.load_item_attributes(
+    item_attributes = data_files.load_item_attributes(
         config.data.data_dir, metadata["num_items"], metadata["num_attributes"]
     )
     with strategy.scope():
@@ -153,7 +152,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         "parameters": builders.parameter_counts(model),
     }
     if runtime.is_chief(strategy):
-        run_dir_lib.write_json(summary_path, summary)
+        jsonfile.write(summary_path, summary)
     return summary
 
 
@@ -200,10 +199,10 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     test_ds = data_lib.eval_dataset(data_dir, "test", settings.batch_size, max_seq_length)
     targets_per_example = None
     if settings.loss_normalizer == "dataset":  # one pass over the training split, only if used
-        targets_per_example = data_lib.mean_finetune_targets(data_dir, max_seq_length)
+        targets_per_example = data_files.mean_finetune_targets(data_dir, max_seq_length)
     popularity = None
     if settings.loss == "sampled_softmax" and settings.sampler == "popularity":
-        popularity = data_lib.item_popularity(data_dir, metadata["num_items"])
+        popularity = data_files.item_popularity(data_dir, metadata["num_items"])
     with strategy.scope():
         encoder = builders.encoder_from_config(config.model, metadata["num_items"])
         model = builders.recommender_from_config(config, encoder, targets_per_example, popularity)
@@ -259,6 +258,6 @@ def _by_protocol(metrics: dict) -> dict:
     """{"sampled_hr@10": x, ...} -> {"sampled": {"hr@10": x}, "full": {...}, ...}."""
     grouped: dict = {"sampled": {}, "full": {}}
     for name, value in metrics.items():
-        protocol, metric = metrics_lib.protocol_of(name)
+        protocol, metric = metric_names.protocol_of(name)
         grouped.setdefault(protocol, {})[metric] = value
     return grouped

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from keras_models import S3RecEncoder, S3RecPretrainHeads
 from s3rec_tf import schema
-from s3rec_tf.data import ItemAttributes, item_attribute_rows
+from s3rec_tf.data_files import ItemAttributes, item_attribute_rows
 from s3rec_tf.runtime import global_sum
 
 OBJECTIVES = ("aap", "mip", "map", "sp")
@@ -45,8 +45,8 @@ def attribute_id_table(
 ) -> np.ndarray:
     """The item -> attributes lookup as a padded id table `[num_items + 2, K]` (0 = no attribute).
 
-    `item_attributes`: any form `data.item_attribute_rows` accepts (a mapping, a sequence indexed
-    by item id, a dense 0/1 matrix); K is the largest number of attributes of one item.
+    `item_attributes`: any form `data_files.item_attribute_rows` accepts (a mapping, a sequence
+    indexed by item id, a dense 0/1 matrix); K is the largest number of attributes of one item.
     """
     rows = item_attribute_rows(item_attributes, num_items, num_attributes)
     width = max(1, max(len(row) for row in rows))

@@ -29,8 +29,7 @@ import tensorflow as tf
 
 from s3rec_tf import callbacks as callbacks_lib
 from s3rec_tf import config as config_lib
-from s3rec_tf import data as data_lib
-from s3rec_tf import lockfile
+from s3rec_tf import data_files, jsonfile, lockfile
 
 logger = logging.getLogger(__name__)
 
@@ -86,23 +85,14 @@ def tensorboard_dir(run_dir: str, phase: str) -> str:
     return posixpath.join(run_dir, LOGS_DIR, phase)
 
 
-def write_json(file: str, value) -> None:
-    """Writes `value` to `file` through a temporary name, so a reader never sees half of it."""
-    tmp = file + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    tf.io.gfile.rename(tmp, file, overwrite=True)
-
-
 def read_json(file: str) -> dict:
     """A JSON object from a run directory; RunDirError names the file when it cannot be read."""
-    if not tf.io.gfile.exists(file):
+    try:
+        values = jsonfile.read(file)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{file}: not valid JSON ({e}).") from e
+    if values is None:
         raise RunDirError(f"{file} not found: not a run directory of s3rec_tf.train.")
-    with tf.io.gfile.GFile(file) as f:
-        try:
-            values = json.load(f)
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{file}: not valid JSON ({e}).") from e
     if not isinstance(values, dict):
         raise RunDirError(f"{file}: the top level must be an object.")
     return values
@@ -119,11 +109,11 @@ def read_config(run_dir: str) -> config_lib.Config:
 
 
 def read_data_metadata(run_dir: str) -> dict:
-    """The metadata of the data the run started on (checked as `data.check_metadata` does)."""
+    """The metadata of the data the run started on (checked as `data_files.check_metadata` does)."""
     file = path(run_dir, DATA_METADATA_FILE)
     try:
-        return data_lib.check_metadata(read_json(file), file)
-    except data_lib.DataError as e:
+        return data_files.check_metadata(read_json(file), file)
+    except data_files.DataError as e:
         raise RunDirError(str(e)) from e
 
 
@@ -198,7 +188,7 @@ def start(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
     config and the data it runs with (config.json, data_metadata.json)."""
     check_resumable(run_dir, config, metadata)
     config_lib.save(config, path(run_dir, CONFIG_FILE))
-    write_json(path(run_dir, DATA_METADATA_FILE), metadata)
+    jsonfile.write(path(run_dir, DATA_METADATA_FILE), metadata)
 
 
 # ------------------------------------------------------------------------------------ the lock

@@ -22,8 +22,7 @@ from typing import Optional
 import tensorflow as tf
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import data as data_lib
-from s3rec_tf import losses, phases, runtime, schema
+from s3rec_tf import data_files, jsonfile, losses, metric_names, phases, runtime, schema
 from s3rec_tf import run_dir as run_dir_lib
 
 logger = logging.getLogger("s3rec_tf.train")
@@ -40,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="output dir of beam_pipelines.preprocess (default: the sample)")
     p.add_argument("--output", help="run directory (default: runs/default)")
-    p.add_argument("--rank", help="AAP/MAP rank: an integer in 1..hidden, or 'full'")
-    p.add_argument("--map_rank", help="MAP rank if different from --rank: integer or 'full'")
+    p.add_argument(
+        "--rank", help=f"AAP/MAP rank: an integer in 1..hidden, or '{config_lib.FULL_RANK}'"
+    )
+    p.add_argument(
+        "--map_rank",
+        help=f"MAP rank if different from --rank: integer or '{config_lib.FULL_RANK}'",
+    )
     p.add_argument("--pretrain_epochs", type=int)
     p.add_argument("--finetune_epochs", type=int)
     p.add_argument("--pretrain_batch_size", type=int, help="global batch (all replicas)")
@@ -102,16 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _rank(value: Optional[str], flag: str):
-    if value is None or value == "full":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        message = f"{flag} must be an integer or 'full', not {value!r}."
-        raise config_lib.ConfigError(message) from None
-
-
 def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     """Preset, then command-line overrides; validated."""
     overrides = {
@@ -139,9 +133,9 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.rank is not None:
-        overrides["model.aap_rank"] = _rank(args.rank, "--rank")
+        overrides["model.aap_rank"] = config_lib.parse_rank(args.rank, "--rank")
     if args.map_rank is not None:
-        overrides["model.map_rank"] = _rank(args.map_rank, "--map_rank")
+        overrides["model.map_rank"] = config_lib.parse_rank(args.map_rank, "--map_rank")
     return config_lib.load(args.config).replace(**overrides).validate()
 
 
@@ -206,7 +200,7 @@ def run(config: config_lib.Config, export_dir: Optional[str] = None, verbose: in
         with runtime.precision_policy(config.mixed_precision):
             results = phases.run_phases(config, metadata, strategy, run_dir, verbose)
         if chief:
-            run_dir_lib.write_json(run_dir_lib.path(run_dir, run_dir_lib.RESULTS_FILE), results)
+            jsonfile.write(run_dir_lib.path(run_dir, run_dir_lib.RESULTS_FILE), results)
     if chief and export_dir:
         results["export"] = saved_model.export_run(run_dir, export_dir)
         logger.info("Exported a SavedModel to %s.", export_dir)
@@ -230,17 +224,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
         if not runtime.configure_threads(intra_op, args.inter_op_threads):
             logger.warning("TensorFlow had already started: its thread settings are kept.")
         results = run(config, export_dir=args.export, verbose=verbose)
-    except (config_lib.ConfigError, data_lib.DamagedDataError) as e:
+    except (config_lib.ConfigError, data_files.DamagedDataError) as e:
         # Bad configuration stops before any work (every check in run() comes first), and damaged
         # data stops with the file to rebuild: a reason, not a traceback.
         sys.exit(f"error: {e}")
     test = results["test"]
     logger.info(
-        "Test: sampled HR@10 %.4f NDCG@10 %.4f | full HR@10 %.4f NDCG@10 %.4f",
-        test["sampled"].get("hr@10", float("nan")),
-        test["sampled"].get("ndcg@10", float("nan")),
-        test["full"].get("hr@10", float("nan")),
-        test["full"].get("ndcg@10", float("nan")),
+        "Test: %s",
+        " | ".join(
+            f"{p} {metric_names.headline(test[p])}" for p in metric_names.HEADLINE_PROTOCOLS
+        ),
     )
     return results
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf  # noqa: E402
 
 from s3rec_tf import data as data_lib
-from s3rec_tf import schema
+from s3rec_tf import data_files, padding, schema
 
 from dataset_fixture import small_dataset  # noqa: E402
 
@@ -47,23 +47,23 @@ def _raw_examples(out, prefix):
 def test_left_pad_matches_numpy():
     right = np.array([[1, 2, 3, 0, 0], [4, 0, 0, 0, 0], [5, 6, 7, 8, 9]])
     lengths = (right > 0).sum(1)
-    got = data_lib.left_pad(tf.constant(right), tf.constant(lengths, tf.int32)).numpy()
+    got = padding.left_pad(tf.constant(right), tf.constant(lengths, tf.int32)).numpy()
     want = np.array([[0, 0, 1, 2, 3], [0, 0, 0, 0, 4], [5, 6, 7, 8, 9]])
     np.testing.assert_array_equal(got, want)
 
 
 def test_read_metadata_errors(tmp_path, dataset):
-    with pytest.raises(data_lib.DataError, match="metadata.json not found"):
-        data_lib.read_metadata(str(tmp_path))
+    with pytest.raises(data_files.DataError, match="metadata.json not found"):
+        data_files.read_metadata(str(tmp_path))
     meta = json.load(open(os.path.join(dataset[0], schema.METADATA_FILE)))
     meta["format_version"] = 999
     (tmp_path / schema.METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(data_lib.DataError, match="format version 999"):
-        data_lib.read_metadata(str(tmp_path))
+    with pytest.raises(data_files.DataError, match="format version 999"):
+        data_files.read_metadata(str(tmp_path))
     del meta["num_items"]
     (tmp_path / schema.METADATA_FILE).write_text(json.dumps(meta))
-    with pytest.raises(data_lib.DataError, match="missing key"):
-        data_lib.read_metadata(str(tmp_path))
+    with pytest.raises(data_files.DataError, match="missing key"):
+        data_files.read_metadata(str(tmp_path))
 
 
 def test_pretrain_epoch_reads_every_example_once_left_padded(dataset):
@@ -213,7 +213,7 @@ def test_mean_finetune_targets_counts_the_targets_of_the_training_batches(datase
     out, metadata, sequences = dataset
     train_parts = [s[:-2] for s in sequences.values() if len(s[:-2]) >= 2]
     want = np.mean([min(len(p), max_seq_length + 1) - 1 for p in train_parts])
-    got = data_lib.mean_finetune_targets(out, max_seq_length)
+    got = data_files.mean_finetune_targets(out, max_seq_length)
     np.testing.assert_allclose(got, want)
     ds = data_lib.finetune_train_dataset(
         out,
@@ -253,10 +253,10 @@ def test_eval_dataset(dataset):
 
 def test_item_attributes_and_popularity(dataset):
     out, metadata, sequences = dataset
-    table = data_lib.load_item_attributes(out, metadata["num_items"], metadata["num_attributes"])
+    table = data_files.load_item_attributes(out, metadata["num_items"], metadata["num_attributes"])
     assert len(table) == metadata["num_items"] + 2 and table[0] == [] and table[-1] == []
     assert table[5] == sorted({6, 8})
-    popularity = data_lib.item_popularity(out, metadata["num_items"])
+    popularity = data_files.item_popularity(out, metadata["num_items"])
     want = np.zeros(metadata["num_items"] + 2, np.int64)
     for seq in sequences.values():
         np.add.at(want, seq[:-2], 1)

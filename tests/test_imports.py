@@ -160,3 +160,11 @@ def test_the_data_contract_and_the_package_import_no_tensorflow():
         "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+
+
+def test_the_study_tooling_and_the_files_it_shares_load_no_tensorflow_at_import():
+    # The sweep plans, checks and takes its lock before it loads the training CLI.
+    modules = ["s3rec_tf.sweep", "s3rec_tf.report", "s3rec_tf.jsonfile", "s3rec_tf.config"]
+    modules += sorted(m for m in MODULES if m.startswith("s3rec_tf.study"))
+    loading = [m for m in modules if _loads_tensorflow(m)]
+    assert loading == [], f"load TensorFlow at import: {loading}"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
-from s3rec_tf import metrics
+from s3rec_tf import metric_names, metrics
 
 import ranking_oracle as oracle
 
@@ -99,8 +99,8 @@ def test_full_ranks_with_history_scores_zero_hand_example():
     np.testing.assert_array_equal(
         metrics.full_ranking_ranks_history_zero(scores, targets, ragged).numpy(), [4, 3, 2]
     )
-    assert metrics.protocol_of("full_history_zero_ndcg@10") == ("full_history_zero", "ndcg@10")
-    assert metrics.protocol_of("full_mrr") == ("full", "mrr")
+    assert metric_names.protocol_of("full_history_zero_ndcg@10") == ("full_history_zero", "ndcg@10")
+    assert metric_names.protocol_of("full_mrr") == ("full", "mrr")
 
 
 def test_pessimistic_rank_ties_mask_and_nan():
@@ -324,6 +324,6 @@ def test_model_evaluate_returns_every_metric_by_name(exclude_history):
 
 
 def test_metric_names_are_those_of_the_metric_objects():
-    assert metrics.metric_names() == [
-        m.name for protocol in metrics.PROTOCOLS for m in metrics.ranking_metrics(protocol)
+    assert metric_names.names() == [
+        m.name for protocol in metric_names.PROTOCOLS for m in metrics.ranking_metrics(protocol)
     ]

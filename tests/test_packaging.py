@@ -107,3 +107,11 @@ def test_installed_package_runs_the_readme_command_from_another_directory(tmp_pa
     assert "Test: sampled HR@10" in out.stderr
     # Not a terminal: one log line per epoch, no carriage-return progress bars.
     assert "\r" not in out.stdout and "\r" not in out.stderr
+
+    # The study tooling, the s3rec_tf.study sub-package behind these two commands, ships too.
+    for module in ("s3rec_tf.sweep", "s3rec_tf.report"):
+        shown = subprocess.run(
+            [python, "-m", module, "--help"], cwd=elsewhere, capture_output=True, text=True, env=env
+        )
+        assert shown.returncode == 0, shown.stderr[-3000:]
+        assert f"usage: python -m {module}" in shown.stdout, shown.stdout

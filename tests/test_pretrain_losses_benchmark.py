@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from s3rec_tf import builders, schema, train
+from s3rec_tf import builders, data_files, schema, train
 from s3rec_tf import config as config_lib
 from s3rec_tf import data as data_lib
 
@@ -22,8 +22,8 @@ def _losses_by_hand(run, checkpoint, data_dir):
     """Each objective's mean over the batches of duplicate 0, weighted by batch size, in
     inference mode."""
     config = config_lib.load(str(run / "config.json"))
-    metadata = data_lib.read_metadata(data_dir)
-    attributes = data_lib.load_item_attributes(
+    metadata = data_files.read_metadata(data_dir)
+    attributes = data_files.load_item_attributes(
         data_dir, metadata["num_items"], metadata["num_attributes"]
     )
     model = builders.pretrainer_from_config(

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from s3rec_tf import data as data_lib
-from s3rec_tf import schema, train
+from s3rec_tf import data_files, schema, train
 
 from dataset_fixture import SMALL_MODEL, small_dataset  # noqa: E402
 
@@ -35,8 +35,8 @@ def toy_run(tmp_path_factory):
 
 
 def _model_and_batches(data_dir, run, checkpoint, count):
-    metadata = data_lib.read_metadata(data_dir)
-    attributes = data_lib.load_item_attributes(
+    metadata = data_files.read_metadata(data_dir)
+    attributes = data_files.load_item_attributes(
         data_dir, metadata["num_items"], metadata["num_attributes"]
     )
     config, model = common.pretrainer_at(checkpoint, data_dir, metadata, attributes)

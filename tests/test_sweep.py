@@ -15,7 +15,9 @@ import pytest
 from scipy import stats
 
 from s3rec_tf import config as config_lib
-from s3rec_tf import lockfile, report, sweep
+from s3rec_tf import lockfile
+from s3rec_tf.study import processes, report, sweep
+from s3rec_tf.study import runs as runs_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -34,18 +36,18 @@ TINY = [
 
 
 def test_seed_counts_per_rank_and_the_seed_by_seed_order():
-    counts = sweep.parse_seeds(["3", "16:5", "full:5"], [4, 16, "full", "none"])
+    counts = runs_lib.parse_seeds(["3", "16:5", "full:5"], [4, 16, "full", "none"])
     assert counts == {4: 3, 16: 5, "full": 5, "none": 3}
-    runs = sweep.plan(counts)
+    runs = runs_lib.plan(counts)
     assert [r.name for r in runs[:4]] == ["r4-s1", "r16-s1", "rfull-s1", "sasrec-s1"]
     assert [r.name for r in runs[-4:]] == ["r16-s4", "rfull-s4", "r16-s5", "rfull-s5"]
     assert len(runs) == 3 + 5 + 5 + 3
-    with pytest.raises(sweep.SweepError, match=r"no seed count for rank\(s\) \[4\]"):
-        sweep.parse_seeds(["16:2"], [4, 16])
-    with pytest.raises(sweep.SweepError, match="at least 1"):
-        sweep.parse_seeds(["0"], [4])
-    with pytest.raises(sweep.SweepError, match="rank 8 is not in --ranks"):
-        sweep.parse_seeds(["2", "8:3"], [4])
+    with pytest.raises(runs_lib.SweepError, match=r"no seed count for rank\(s\) \[4\]"):
+        runs_lib.parse_seeds(["16:2"], [4, 16])
+    with pytest.raises(runs_lib.SweepError, match="at least 1"):
+        runs_lib.parse_seeds(["0"], [4])
+    with pytest.raises(runs_lib.SweepError, match="rank 8 is not in --ranks"):
+        runs_lib.parse_seeds(["2", "8:3"], [4])
 
 
 @pytest.mark.parametrize(
@@ -55,7 +57,7 @@ def test_seed_counts_per_rank_and_the_seed_by_seed_order():
         (["--ranks", "4", "--seeds"], "expected at least one argument"),
         (["--ranks", "4", "--seeds", "2", "--seed", "3"], "--seed is set by the sweep"),
         (["--ranks", "4", "--seeds", "2", "--rank", "3"], "--rank is set by the sweep"),
-        (["--ranks", "four", "--seeds", "2"], "rank 'four': expected an integer"),
+        (["--ranks", "four", "--seeds", "2"], "--ranks must be an integer or 'full', not 'four'"),
         (["--ranks", "4", "--seeds", "2", "--data", "/nonexistent"], "--data /nonexistent"),
         (["--ranks", "4", "--seeds", "2", "--loss", "mse"], "invalid choice: 'mse'"),
     ],
@@ -71,7 +73,7 @@ def test_bad_arguments_stop_before_any_work(tmp_path, capsys, argv, message):
 
 
 def _finished_run(output, run, config):
-    directory = sweep.run_dir(str(output), run)
+    directory = runs_lib.run_dir(str(output), run)
     os.makedirs(directory)
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump({"config": config.to_dict()}, f)
@@ -81,29 +83,31 @@ def _finished_run(output, run, config):
 def test_a_finished_run_with_other_settings_stops_the_sweep_and_a_longer_pretraining_extends_it(
     tmp_path,
 ):
-    run = sweep.Run(16, 1)
+    run = runs_lib.Run(16, 1)
     wanted = config_lib.Config().replace(**{"model.aap_rank": 16, "pretrain.epochs": 50})
     _finished_run(tmp_path, run, wanted.replace(**{"pretrain.learning_rate": 0.01}))
-    with pytest.raises(sweep.SweepError, match=r"pretrain.learning_rate = 0.01 there, 0.001 now"):
+    with pytest.raises(
+        runs_lib.SweepError, match=r"pretrain.learning_rate = 0.01 there, 0.001 now"
+    ):
         sweep.check_finished_runs(str(tmp_path), [run], {run: wanted})
 
     shutil.rmtree(tmp_path / "runs")
     directory = _finished_run(tmp_path, run, wanted.replace(**{"pretrain.epochs": 30}))
     os.makedirs(os.path.join(directory, "finetune", "checkpoints"))
     assert sweep.check_finished_runs(str(tmp_path), [run], {run: wanted}) == [run]
-    moved = sweep.archive_finetuning(directory, 30)
+    moved = runs_lib.archive_finetuning(directory, 30)
     assert moved.endswith("finetune-after-30-pretrain-epochs")
     assert sorted(os.listdir(moved)) == ["finetune", "results.json"]
     assert not os.path.exists(os.path.join(directory, "results.json"))
 
     shutil.rmtree(tmp_path / "runs")
     _finished_run(tmp_path, run, wanted.replace(**{"pretrain.epochs": 80}))
-    with pytest.raises(sweep.SweepError, match="pretrained for 80 epochs; --pretrain_epochs 50"):
+    with pytest.raises(runs_lib.SweepError, match="pretrained for 80 epochs; --pretrain_epochs 50"):
         sweep.check_finished_runs(str(tmp_path), [run], {run: wanted})
 
 
 def test_runs_carried_over_from_an_earlier_sweep_json_are_checked_like_run_directories(tmp_path):
-    run, other = sweep.Run(16, 1), sweep.Run("full", 1)
+    run, other = runs_lib.Run(16, 1), runs_lib.Run("full", 1)
     wanted = config_lib.Config().replace(**{"model.aap_rank": 16, "pretrain.epochs": 50})
     configs = {run: wanted, other: wanted.replace(**{"model.aap_rank": None})}
     record = tmp_path / "record.json"
@@ -121,21 +125,21 @@ def test_runs_carried_over_from_an_earlier_sweep_json_are_checked_like_run_direc
 
     changed = dict(entry, config=wanted.replace(**{"pretrain.learning_rate": 0.01}).to_dict())
     write([changed])
-    with pytest.raises(sweep.SweepError, match=r"runs\[0\] \(r16-s1\) was trained with other"):
+    with pytest.raises(runs_lib.SweepError, match=r"runs\[0\] \(r16-s1\) was trained with other"):
         sweep.carried_over(str(record), str(tmp_path / "new"), [run], configs)
     # A shorter pretraining cannot be extended without its checkpoints: the run trains again.
     write([dict(entry, config=wanted.replace(**{"pretrain.epochs": 30}).to_dict())])
     assert sweep.carried_over(str(record), str(tmp_path / "new"), [run], configs) == {}
 
     record.write_text('{"runs": []}')
-    with pytest.raises(sweep.SweepError, match="not a sweep.json of format 1"):
+    with pytest.raises(runs_lib.SweepError, match="not a sweep.json of format 1"):
         sweep.carried_over(str(record), out, [run], configs)
-    with pytest.raises(sweep.SweepError, match="no such file"):
+    with pytest.raises(runs_lib.SweepError, match="no such file"):
         sweep.carried_over(str(tmp_path / "gone.json"), out, [run], configs)
 
 
 def test_runs_finished_while_the_sweep_runs_are_not_trained_again(tmp_path, capsys):
-    runs = [sweep.Run(16, 1), sweep.Run("full", 1), sweep.Run(16, 2)]
+    runs = [runs_lib.Run(16, 1), runs_lib.Run("full", 1), runs_lib.Run(16, 2)]
     queue = list(runs)
     _finished_run(tmp_path, runs[1], config_lib.Config())  # by a `train` of its own, meanwhile
     assert sweep.next_run(str(tmp_path), queue) == runs[0]
@@ -147,19 +151,19 @@ def test_runs_finished_while_the_sweep_runs_are_not_trained_again(tmp_path, caps
 def test_sasrec_alone_needs_no_rank_and_a_sweep_of_nothing_is_refused(tmp_path):
     args, runs, *_ = sweep.resolve(["--seeds", "none:2", "--output", str(tmp_path), *TINY])
     assert [r.name for r in runs] == ["sasrec-s1", "sasrec-s2"]
-    with pytest.raises(sweep.SweepError, match="no run"):
+    with pytest.raises(runs_lib.SweepError, match="no run"):
         sweep.resolve(["--seeds", "2", "--no_sasrec", "--output", str(tmp_path), *TINY])
 
 
 def test_fine_tuning_another_sweeps_pretraining_waits_for_it_and_checks_its_model(tmp_path, capsys):
     source, output = tmp_path / "pretrained", tmp_path / "ce"
     base = ["--ranks", "full", "--seeds", "1", "--output", str(output), *TINY]
-    with pytest.raises(sweep.SweepError, match="not a sweep directory"):
+    with pytest.raises(runs_lib.SweepError, match="not a sweep directory"):
         sweep.resolve(base + ["--pretrained_from", str(source)])
-    full, sasrec = sweep.Run("full", 1), sweep.Run("none", 1)
-    os.makedirs(sweep.run_dir(str(source), full))
+    full, sasrec = runs_lib.Run("full", 1), runs_lib.Run("none", 1)
+    os.makedirs(runs_lib.run_dir(str(source), full))
     args, runs, _, configs, _ = sweep.resolve(base + ["--pretrained_from", str(source)])
-    encoder = os.path.join(sweep.run_dir(str(source), full), "pretrain", "encoder")
+    encoder = os.path.join(runs_lib.run_dir(str(source), full), "pretrain", "encoder")
     assert configs[full].init_from == encoder and not configs[full].pretrains
     assert full.train_flags(str(source))[-2:] == ["--init_from", encoder]
     assert configs[sasrec].init_from is None and sasrec.train_flags(str(source)) == (
@@ -171,24 +175,24 @@ def test_fine_tuning_another_sweeps_pretraining_waits_for_it_and_checks_its_mode
     assert sweep.next_run(str(output), queue, str(source), told) == sasrec
     assert sweep.next_run(str(output), queue, str(source), told) is None and queue == [full]
     assert capsys.readouterr().out.count("rfull-s1: waiting (the pretraining in") == 1
-    config_lib.save(configs[full], os.path.join(sweep.run_dir(str(source), full), "config.json"))
+    config_lib.save(configs[full], os.path.join(runs_lib.run_dir(str(source), full), "config.json"))
     os.makedirs(os.path.dirname(encoder))
     open(os.path.join(os.path.dirname(encoder), "summary.json"), "w").write("{}")
     assert sweep.next_run(str(output), queue, str(source), told) == full and queue == []
-    recorded = sweep.pretraining_source(str(source), full)
+    recorded = runs_lib.pretraining_source(str(source), full)
     assert recorded["pretrain"] == configs[full].to_dict()["pretrain"]
 
     # A run directory another live process holds is left to it.
-    os.makedirs(sweep.run_dir(str(output), full))
-    lock = os.path.join(sweep.run_dir(str(output), full), "run.lock")
+    os.makedirs(runs_lib.run_dir(str(output), full))
+    lock = os.path.join(runs_lib.run_dir(str(output), full), "run.lock")
     open(lock, "w").write(f"{os.getpid()} {socket.gethostname()}\n")
     assert sweep.next_run(str(output), [full], str(source)) is None
     assert f"is being trained by process {os.getpid()}" in capsys.readouterr().out
 
     # A source that pretrains another model stops the sweep before any work.
     other = configs[full].replace(**{"model.hidden_size": 32})
-    config_lib.save(other, os.path.join(sweep.run_dir(str(source), full), "config.json"))
-    with pytest.raises(sweep.SweepError, match="model.hidden_size = 32 there, 16 here"):
+    config_lib.save(other, os.path.join(runs_lib.run_dir(str(source), full), "config.json"))
+    with pytest.raises(runs_lib.SweepError, match="model.hidden_size = 32 there, 16 here"):
         sweep.resolve(base + ["--pretrained_from", str(source)])
 
 
@@ -197,7 +201,7 @@ def test_an_interrupted_sweep_finishes_the_runs_it_started_before_starting_other
 
     from s3rec_tf import run_dir as run_dir_lib
 
-    runs = sweep.plan({"full": 2, 16: 2, 4: 1, "none": 1})
+    runs = runs_lib.plan({"full": 2, 16: 2, 4: 1, "none": 1})
     # Started: a checkpoint of either phase (what the training CLI resumes from); a directory
     # with only its config has nothing to finish.
     for name, phase in (("r16-s2", "finetune"), ("r4-s1", "pretrain")):
@@ -214,7 +218,7 @@ def test_a_resumed_run_reports_where_it_resumed_and_then_only_its_new_epochs(tmp
     log = directory / "pretrain" / "epochs.csv"
     log.write_text("epoch,epoch_seconds,loss\n0,100,5.0\n1,100,4.0\n2,100,3.0\n")
     budgets = {"pretrain": 5, "finetune": 20, "patience": 3, "monitor": "val_sampled_mrr"}
-    item = sweep.Active(sweep.Run(16, 1), 2, 4, None, str(directory), budgets)
+    item = processes.Active(runs_lib.Run(16, 1), 2, 4, None, str(directory), budgets)
     resumed = f"[2/4 rank 16 seed 1] resumed after pretrain epoch 3/5 in {directory}"
     assert item.start_line() == resumed
     assert item.progress_lines() == []  # the epochs an earlier sweep reported are not repeated
@@ -224,14 +228,21 @@ def test_a_resumed_run_reports_where_it_resumed_and_then_only_its_new_epochs(tmp
     assert line.startswith("[2/4 rank 16 seed 1] pretrain epoch 4/5, 85 s/epoch, elapsed 0:00")
     assert line.endswith("phase ETA 0:01:25")
     assert item.stop_line() == "[2/4 rank 16 seed 1] stopped after pretrain epoch 4/5"
-    fresh = sweep.Active(sweep.Run("none", 3), 4, 4, None, str(tmp_path / "sasrec-s3"), budgets)
+    fresh = processes.Active(
+        runs_lib.Run("none", 3), 4, 4, None, str(tmp_path / "sasrec-s3"), budgets
+    )
     assert fresh.start_line() == f"[4/4 SASRec seed 3] started in {tmp_path / 'sasrec-s3'}"
 
 
 def test_status_says_where_every_run_stands(tmp_path, monkeypatch):
     from s3rec_tf import run_dir as run_dir_lib
 
-    runs = [sweep.Run(16, 1), sweep.Run("full", 1), sweep.Run("none", 1), sweep.Run(4, 1)]
+    runs = [
+        runs_lib.Run(16, 1),
+        runs_lib.Run("full", 1),
+        runs_lib.Run("none", 1),
+        runs_lib.Run(4, 1),
+    ]
     # Unfinished runs' progress is their checkpoints' (run_dir.run_status, tested with real runs
     # in test_run_edges); here, what the table makes of it.
     progress = {
@@ -267,10 +278,10 @@ def test_status_says_where_every_run_stands(tmp_path, monkeypatch):
 
 def test_a_second_sweep_on_the_same_directory_is_refused_and_a_stale_lock_taken_over(tmp_path):
     hold = functools.partial(
-        lockfile.hold, str(tmp_path), sweep.LOCK_FILE, sweep.SweepError, holder="sweep process"
+        lockfile.hold, str(tmp_path), sweep.LOCK_FILE, runs_lib.SweepError, holder="sweep process"
     )
     with hold():
-        with pytest.raises(sweep.SweepError, match=f"in use by sweep process {os.getpid()} "):
+        with pytest.raises(runs_lib.SweepError, match=f"in use by sweep process {os.getpid()} "):
             with hold():
                 pass
     assert not (tmp_path / sweep.LOCK_FILE).exists()
@@ -286,7 +297,7 @@ def test_a_second_sweep_on_the_same_directory_is_refused_and_a_stale_lock_taken_
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         (tmp_path / sweep.LOCK_FILE).write_text(str(sleeper.pid))
-        with pytest.raises(sweep.SweepError, match=f"in use by sweep process {sleeper.pid} "):
+        with pytest.raises(runs_lib.SweepError, match=f"in use by sweep process {sleeper.pid} "):
             with hold():
                 pass
     finally:
@@ -479,8 +490,8 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     out = tmp_path / "sweep"
     # The runs use the bundled sample's shared cache (built once under a lock, test_run_edges):
     # a cold cache of its own would only add a Beam job to the suite's longest test.
-    first_run = sweep.run_dir(str(out), sweep.Run(4, 1))
-    second_run = sweep.run_dir(str(out), sweep.Run("full", 1))
+    first_run = runs_lib.run_dir(str(out), runs_lib.Run(4, 1))
+    second_run = runs_lib.run_dir(str(out), runs_lib.Run("full", 1))
     process = subprocess.Popen(_sweep_command(out), cwd=REPO, stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     # Kill once the first run has finished and the second one has started its pretraining.
@@ -599,7 +610,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_terminated_sweep_stops_its_runs_and_says_where_they_stand(tmp_path, signum):
     out = tmp_path / "sweep"
-    run = sweep.run_dir(str(out), sweep.Run(4, 1))
+    run = runs_lib.run_dir(str(out), runs_lib.Run(4, 1))
     process = subprocess.Popen(_sweep_command(out), cwd=REPO, stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not os.path.exists(os.path.join(run, "train.log")):

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf  # noqa: E402  (after s3rec_tf selected Keras 2)
 
 from s3rec_tf import data as data_lib
-from s3rec_tf import phases, runtime, schema, train
+from s3rec_tf import data_files, phases, runtime, schema, train
 from s3rec_tf import run_dir as run_dir_lib
 
 from dataset_fixture import SMALL_MODEL, small_dataset  # noqa: E402
@@ -50,7 +50,7 @@ def test_main_runs_every_phase_and_writes_results(data_dir, tmp_path):
     assert on_disk["config"]["model"]["aap_rank"] == 4
     # The default loss normalizer: the data's mean number of targets per training example.
     assert on_disk["config"]["finetune"]["loss_normalizer"] == "dataset"
-    assert on_disk["finetune"]["targets_per_example"] == data_lib.mean_finetune_targets(
+    assert on_disk["finetune"]["targets_per_example"] == data_files.mean_finetune_targets(
         data_dir, 50
     )
     assert json.load(open(tmp_path / "run" / "config.json"))["model"]["aap_rank"] == 4
@@ -298,7 +298,7 @@ def test_unknown_flag_stops(tmp_path, capsys):
 
 
 def test_missing_or_incompatible_data_stops_before_work(data_dir, tmp_path):
-    from s3rec_tf.data import DataError
+    from s3rec_tf.data_files import DataError
 
     with pytest.raises(DataError, match="not the output of beam_pipelines.preprocess"):
         train.main(_args(str(tmp_path / "nowhere"), tmp_path / "run"))
