@@ -29,7 +29,7 @@ def _metrics(rng, base, history_zero):
     return out
 
 
-def _sweep(path, finetune, base, seeds=3, pretrained_from=None, valid_shift=0.0):
+def _sweep(path, finetune, base, seeds=3, pretrained_from=None, valid_shift=0.0, pending=()):
     rng = np.random.default_rng(int(base * 1e4))
     runs = []
     for rank, bonus in (("none", 0.0), ("full", 0.002)):
@@ -55,14 +55,15 @@ def _sweep(path, finetune, base, seeds=3, pretrained_from=None, valid_shift=0.0)
                 entry["pretrained_from"] = {"run_dir": "/elsewhere", "pretrain": source}
             runs.append(entry)
     with open(path, "w") as f:
-        json.dump({"runs": runs, "command": ["python", "-m", "s3rec_tf.sweep"]}, f)
+        sweep = {"runs": runs, "command": ["python", "-m", "s3rec_tf.sweep"], "pending": pending}
+        json.dump(sweep, f)
     return runs
 
 
 @pytest.fixture
 def sweeps(tmp_path):
     bce = _sweep(tmp_path / "bce.json", BCE, 0.030)
-    ce = _sweep(tmp_path / "ce.json", CE, 0.054, pretrained_from="/elsewhere")
+    ce = _sweep(tmp_path / "ce.json", CE, 0.054, pretrained_from="/elsewhere", pending=["s4"])
     return [str(tmp_path / "bce.json"), str(tmp_path / "ce.json")], bce, ce
 
 
@@ -102,6 +103,7 @@ def test_every_cell_is_the_numpy_mean_sd_and_t_interval(sweeps, tmp_path):
     }
     assert all("full_history_zero" in r["test"] for r in record["runs"] if r["loss"] == "ce")
     assert os.path.getsize(full_paths[2]) > 1000
+    assert f"`{paths[1]}`: 6 runs finished, pending s4; `python -m s3rec_tf.sweep`" in text
 
 
 def test_recipes_differ_by_what_changed_and_pretraining_is_read_from_its_source(sweeps, tmp_path):

@@ -101,7 +101,14 @@ def collect(sweep_paths: Sequence[str]) -> tuple[list[dict], list[dict]]:
     for path in sweep_paths:
         with open(path) as f:
             sweep = json.load(f)
-        sweeps.append({"path": path, "command": sweep.get("command"), "runs": len(sweep["runs"])})
+        sweeps.append(
+            {
+                "path": path,
+                "command": sweep.get("command"),
+                "runs": len(sweep["runs"]),
+                "pending": sweep.get("pending", []),
+            }
+        )
         for entry in sweep["runs"]:
             source = entry.get("pretrained_from")
             if source:  # pretrained in another sweep: its pretraining settings are the run's
@@ -361,7 +368,12 @@ def markdown(runs, sweeps) -> str:
         "",
         "## Sweeps",
         "",
-        *[f"- `{s['path']}`: {s['runs']} runs; `{' '.join(s['command'] or [])}`" for s in sweeps],
+        *[
+            f"- `{s['path']}`: {s['runs']} runs finished"
+            + (f", pending {', '.join(s['pending'])}" if s["pending"] else "")
+            + f"; `{' '.join(s['command'] or [])}`"
+            for s in sweeps
+        ],
         "",
         "![full NDCG@10 by recipe and model](full_ranking.png)",
         "",
