@@ -1,7 +1,7 @@
 """Seeded synthetic Amazon review data of any size, in the raw 2014 and 2023 formats.
 
     python -m benchmarks.synthetic_data --interactions 1000000 --output /tmp/syn-1m \\
-        [--format 2014 2023] [--shards 8] [--seed 0]
+        [--items N] [--popularity_exponent 0.9] [--format 2014 2023] [--shards 8] [--seed 0]
 
 writes, per format, `<output>/<format>/reviews-SSSSS-of-NNNNN.jsonl.gz` and
 `<output>/<format>/meta-SSSSS-of-NNNNN.jsonl.gz` (gzipped JSON lines; the 2014 metadata as Python
@@ -10,8 +10,10 @@ literals written with `repr`, like the 2014 release) and `<output>/summary.json`
 The data is NOT k-core, so that the job's k-core does real rounds:
   * users: activity from a power law (most users write one or two reviews, a few hundreds), so
     many users fall below a 5-core;
-  * items: popularity from a power law (Zipf-like over a shuffled catalogue), so many items are
-    rare; a user rarely reviews the same item twice;
+  * items: --items of them (default: one per 12 interactions), popularity from a power law
+    (rank r weighs 1 / (r + 10) ** --popularity_exponent over a shuffled catalogue), so the head
+    is popular and the long tail rare, as in a shop's catalogue; a user rarely reviews the same
+    item twice. Items that draw no review are still in the metadata;
   * every item has a three-level category path under one top category and a brand; the brand is
     `store` in 2023 records, except for about one item in ten that has it only in
     `details["Brand"]` (and one in twenty has no brand at all).
@@ -27,6 +29,7 @@ import gzip
 import json
 import os
 import sys
+from typing import Optional
 
 import numpy as np
 
@@ -53,8 +56,17 @@ def _codes(numbers: np.ndarray, width: int) -> list:
     return ["".join(row) for row in _ALPHABET[digits]]
 
 
-def make(num_interactions: int, seed: int = 0) -> dict:
+def make(
+    num_interactions: int,
+    seed: int = 0,
+    num_items: Optional[int] = None,
+    popularity_exponent: float = 0.9,
+) -> dict:
     """The data as arrays: {user, item, time, rating} per interaction and the item catalogue."""
+    if num_items is not None and num_items < 1:
+        raise ValueError(f"num_items must be positive, got {num_items}.")
+    if not popularity_exponent >= 0:
+        raise ValueError(f"popularity_exponent must be >= 0, got {popularity_exponent}.")
     rng = np.random.default_rng(seed)
     # User activity: 1 + a discrete power law, capped; enough users for the interactions.
     lengths = []
@@ -69,9 +81,11 @@ def make(num_interactions: int, seed: int = 0) -> dict:
     lengths[-1] -= int(lengths.sum()) - num_interactions
     lengths = lengths[lengths > 0]
     num_users = len(lengths)
-    num_items = max(50, num_interactions // 12)
-    # Item popularity: rank r has weight ~ 1 / (r + 10) ** 0.9, ranks shuffled over the catalogue.
-    weights = 1.0 / (np.arange(num_items) + 10.0) ** 0.9
+    if num_items is None:
+        num_items = max(50, num_interactions // 12)
+    # Item popularity: rank r has weight ~ 1 / (r + 10) ** exponent, ranks shuffled over the
+    # catalogue.
+    weights = 1.0 / (np.arange(num_items) + 10.0) ** popularity_exponent
     cdf = np.cumsum(weights / weights.sum())
     rank_to_item = rng.permutation(num_items)
     item = rank_to_item[
@@ -215,14 +229,23 @@ def _write_shards(directory, name, lines_of, count, shards):
 
 
 def write(
-    output: str, num_interactions: int, *, formats=FORMATS, shards: int = 4, seed: int = 0
+    output: str,
+    num_interactions: int,
+    *,
+    formats=FORMATS,
+    shards: int = 4,
+    seed: int = 0,
+    num_items: Optional[int] = None,
+    popularity_exponent: float = 0.9,
 ) -> dict:
     """Writes the files (see the module docstring); returns the summary."""
-    d = make(num_interactions, seed)
+    d = make(num_interactions, seed, num_items, popularity_exponent)
     summary = {
         "interactions": num_interactions,
         "users": d["num_users"],
         "items": d["num_items"],
+        "items_reviewed": int(np.unique(d["item"]).size),
+        "popularity_exponent": popularity_exponent,
         "seed": seed,
         "formats": {},
     }
@@ -258,9 +281,24 @@ def main(argv=None) -> int:
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--items", type=int, help="catalogue size (default: one item per 12 interactions)"
+    )
+    parser.add_argument(
+        "--popularity_exponent",
+        type=float,
+        default=0.9,
+        help="item of popularity rank r weighs 1 / (r + 10) ** this (0: uniform)",
+    )
     args = parser.parse_args(argv)
     summary = write(
-        args.output, args.interactions, formats=args.format, shards=args.shards, seed=args.seed
+        args.output,
+        args.interactions,
+        formats=args.format,
+        shards=args.shards,
+        seed=args.seed,
+        num_items=args.items,
+        popularity_exponent=args.popularity_exponent,
     )
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")

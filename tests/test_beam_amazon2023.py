@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 
+import numpy as np
 import pytest
 
 from beam_pipelines import algorithms, parse, preprocess, sample_data, writers
@@ -325,3 +326,24 @@ def test_kcore_reference_on_parsed_synthetic_events():
         histories.setdefault(u, []).append(i)
     _, rounds, users, _ = algorithms.kcore(list(histories.items()), 5, 5)
     assert rounds >= 2 and users > len(histories) // 2
+
+
+def test_synthetic_catalogue_size_and_long_tail_are_knobs():
+    default = synthetic_data.make(3000, seed=1)
+    assert default["num_items"] == 3000 // 12
+    big = synthetic_data.make(20_000, seed=1, num_items=5_000)
+    assert big["num_items"] == len(big["item_names"]) == 5_000
+    assert big["item"].max() < 5_000
+    counts = np.sort(np.bincount(big["item"], minlength=5_000))[::-1]
+    # Long-tailed: the top 1 % of items hold far more than 1 % of the interactions, and many
+    # items are drawn once or never.
+    assert counts[:50].sum() > 0.15 * counts.sum() and (counts <= 1).sum() > 1_500
+    flat = np.sort(
+        np.bincount(
+            synthetic_data.make(20_000, seed=1, num_items=5_000, popularity_exponent=0)["item"],
+            minlength=5_000,
+        )
+    )[::-1]
+    assert flat[:50].sum() < 0.04 * flat.sum()  # uniform: 1 % of items, 2.5 % by chance
+    with pytest.raises(ValueError, match="num_items must be positive"):
+        synthetic_data.make(100, num_items=0)
