@@ -116,3 +116,12 @@ def test_a_documented_command_takes_its_flags(document, line, program, arguments
         assert os.path.exists(os.path.join(REPO, "configs", preset.group(1) + ".yaml")), (
             f"{document}:{line}: no preset {preset.group(1)}"
         )
+
+
+def test_the_readme_reads_in_five_minutes():
+    """At most 150 lines, none wider than 100 columns (issue 32's front page)."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert len(lines) <= 150
+    wide = [(number, len(line)) for number, line in enumerate(lines, 1) if len(line) > 100]
+    assert wide == []
