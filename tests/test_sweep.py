@@ -511,12 +511,15 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         assert time.time() < deadline, "a training process outlived the killed sweep"
         time.sleep(0.2)
 
-    done = subprocess.run(_sweep_command(out), cwd=REPO, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "5 runs, 1 finished, 4 to do" in done.stdout
+    # The sweeps that follow run in this process (the runs still train in subprocesses): the
+    # killed one above was the separate process the kill needs.
+    capsys.readouterr()
+    assert sweep.main(_sweep_command(out)[3:]) == 0
+    done = capsys.readouterr().out
+    assert "5 runs, 1 finished, 4 to do" in done
     assert open(os.path.join(first_run, "results.json"), "rb").read() == finished_bytes
     assert _invocations(first_run) == 1 and _invocations(second_run) == 2
-    assert "[2/5 rank full seed 1] pretrain epoch 1/1" in done.stdout
+    assert "[2/5 rank full seed 1] pretrain epoch 1/1" in done
 
     result = json.load(open(out / "sweep.json"))
     assert result["pending"] == []
@@ -546,16 +549,10 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     # Two seeds of one rank differ (the seed reaches the run), two ranks of one seed too.
     assert by_name["r4-s1"]["test"] != by_name["r4-s2"]["test"]
 
-    again = subprocess.run(_sweep_command(out), cwd=REPO, capture_output=True, text=True)
-    assert again.returncode == 0 and "5 runs, 5 finished, 0 to do" in again.stdout
+    assert sweep.main(_sweep_command(out)[3:]) == 0
+    assert "5 runs, 5 finished, 0 to do" in capsys.readouterr().out
 
-    rendered = subprocess.run(
-        [sys.executable, "-m", "s3rec_tf.report", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert rendered.returncode == 0, rendered.stderr
+    report.main([str(out)])
     text = (out / "sweep.md").read_text()
     assert "| r = 4 | 2 |" in text and "| full rank | 2 |" in text and "| SASRec | 1 |" in text
     for name in report.PLOTS:
@@ -565,10 +562,10 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     record = tmp_path / "record.json"
     shutil.copy(out / "sweep.json", record)
     elsewhere = tmp_path / "elsewhere"
-    command = _sweep_command(elsewhere) + ["--carry_over", str(record)]
-    moved = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert f"5 runs, 5 finished (5 carried over from {record}), 0 to do" in moved.stdout
+    capsys.readouterr()
+    assert sweep.main(_sweep_command(elsewhere)[3:] + ["--carry_over", str(record)]) == 0
+    moved = capsys.readouterr().out
+    assert f"5 runs, 5 finished (5 carried over from {record}), 0 to do" in moved, moved
     assert os.listdir(elsewhere / "runs") == []
     carried = json.load(open(elsewhere / "sweep.json"))
     assert carried["runs"] == json.load(open(record))["runs"] and carried["pending"] == []
@@ -592,11 +589,9 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
 
     # Another loss over the same pretraining: fine-tuned from rfull-s1's encoder, no pretraining.
     ce = tmp_path / "ce"
-    command = [sys.executable, "-m", "s3rec_tf.sweep", "--ranks", "full", "--seeds", "1",
-               "--no_sasrec", "--pretrained_from", str(out), "--loss", "ce", "--output", str(ce),
-               "--poll_seconds", "0.5", *TINY]  # fmt: skip
-    tuned = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    command = ["--ranks", "full", "--seeds", "1", "--no_sasrec", "--pretrained_from", str(out),
+               "--loss", "ce", "--output", str(ce), "--poll_seconds", "0.5", *TINY]  # fmt: skip
+    assert sweep.main(command) == 0, capsys.readouterr().out
     entry = json.load(open(ce / "sweep.json"))["runs"][0]
     source = by_name["rfull-s1"]
     assert entry["pretrained_from"]["run_dir"] == os.path.abspath(out / source["run_dir"])
