@@ -142,5 +142,7 @@ def test_the_same_recipe_model_and_seed_twice_is_refused_and_output_is_reproduci
     first = [open(p, "rb").read() for p in full_ranking.write(paths, str(tmp_path / "a"))[:2]]
     again = [open(p, "rb").read() for p in full_ranking.write(paths, str(tmp_path / "b"))[:2]]
     assert first == again
+    runs, _ = full_ranking.collect(paths, models=["none"])
+    assert {r["rank"] for r in runs} == {"none"} and len(runs) == 6
     with pytest.raises(SystemExit, match="error: .*nowhere.json"):
         full_ranking.main([str(tmp_path / "nowhere.json"), "--output", str(tmp_path / "c")])

@@ -95,8 +95,11 @@ def recipe_label(recipe: dict) -> str:
     )
 
 
-def collect(sweep_paths: Sequence[str]) -> tuple[list[dict], list[dict]]:
-    """(runs, sweeps): every finished run of the sweeps, with `recipe` (its label) and `loss`."""
+def collect(
+    sweep_paths: Sequence[str], models: Optional[Sequence] = None
+) -> tuple[list[dict], list[dict]]:
+    """(runs, sweeps): every finished run of the sweeps (of the ranks in `models`, all when None),
+    with `recipe` (its label) and `loss`."""
     runs, sweeps = [], []
     for path in sweep_paths:
         with open(path) as f:
@@ -110,6 +113,8 @@ def collect(sweep_paths: Sequence[str]) -> tuple[list[dict], list[dict]]:
             }
         )
         for entry in sweep["runs"]:
+            if models is not None and entry["rank"] not in models:
+                continue
             source = entry.get("pretrained_from")
             if source:  # pretrained in another sweep: its pretraining settings are the run's
                 entry = dict(entry, config=dict(entry["config"], pretrain=source["pretrain"]))
@@ -414,8 +419,8 @@ def plot(runs, path: str) -> None:
     rank_report._save(fig, path)
 
 
-def write(sweep_paths: Sequence[str], output: str) -> list[str]:
-    runs, sweeps = collect(sweep_paths)
+def write(sweep_paths: Sequence[str], output: str, models: Optional[Sequence] = None) -> list[str]:
+    runs, sweeps = collect(sweep_paths, models)
     os.makedirs(output, exist_ok=True)
     record = {
         "runs": runs,
@@ -438,9 +443,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(prog="python -m s3rec_tf.study.full_ranking", description=__doc__)
     p.add_argument("sweeps", nargs="+", help="sweep.json files, one per recipe")
     p.add_argument("--output", required=True, help="report directory")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        help="only these ranks (integers, 'full', 'none' for SASRec); default: every run's",
+    )
     args = p.parse_args(argv)
+    models = None
+    if args.models:
+        try:
+            models = [m if m in ("full", "none") else int(m) for m in args.models]
+        except ValueError:
+            p.error(f"--models {' '.join(args.models)}: ranks are integers, 'full' or 'none'.")
     try:
-        for path in write(args.sweeps, args.output):
+        for path in write(args.sweeps, args.output, models):
             print(path)
     except (OSError, ValueError, KeyError) as e:
         sys.exit(f"error: {e}")
