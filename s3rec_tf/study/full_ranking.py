@@ -6,14 +6,14 @@
 Each sweep (`python -m s3rec_tf.sweep`, one per fine-tuning recipe, e.g. `--config full_ranking`
 or `--loss sampled_softmax --num_samples 256`, pretrained ranks sharing one pretraining through
 `--pretrained_from`) contributes its finished runs. A run's **recipe** is what its fine-tuning
-was: loss (and k for the sampled softmax), learning rate, dropout, early-stopping monitor and
-pretraining epochs, read from its config; its **model** is its rank (SASRec = "none").
+was: loss (and k for the sampled softmax), learning rate, dropout and early-stopping monitor,
+read from its config; its **model** is its rank (SASRec = "none").
 
 Writes OUTPUT/full_ranking.json (`runs`: the sweeps' entries, each with `recipe` and `loss`
-added; `anchors`; `sweeps`), OUTPUT/README.md (tables: every recipe and model on the test split,
-pretrained − SASRec paired by seed, recipe against recipe paired by seed with what changed, the
-published systems beside ours, the goal) and OUTPUT/full_ranking.png. The same JSON gives the
-same bytes.
+added; `anchors`; `sweeps`), OUTPUT/full_ranking.md (tables: every recipe and model on the test
+split, pretrained − SASRec paired by seed, recipe against recipe paired by seed with what
+changed, the published systems beside ours, the goal) and OUTPUT/full_ranking.png. The same
+sweeps give the same bytes.
 """
 
 from __future__ import annotations
@@ -428,7 +428,7 @@ def write(sweep_paths: Sequence[str], output: str, models: Optional[Sequence] = 
         "anchors": [dict(zip(("system", "hr@10", "ndcg@10", "source"), a)) for a in ANCHORS],
     }
     paths = [
-        os.path.join(output, n) for n in ("full_ranking.json", "README.md", "full_ranking.png")
+        os.path.join(output, n) for n in ("full_ranking.json", "full_ranking.md", "full_ranking.png")
     ]
     with open(paths[0], "w") as f:
         json.dump(record, f, indent=1, sort_keys=True)
