@@ -427,9 +427,7 @@ def write(sweep_paths: Sequence[str], output: str, models: Optional[Sequence] = 
         "sweeps": sweeps,
         "anchors": [dict(zip(("system", "hr@10", "ndcg@10", "source"), a)) for a in ANCHORS],
     }
-    paths = [
-        os.path.join(output, n) for n in ("full_ranking.json", "full_ranking.md", "full_ranking.png")
-    ]
+    paths = [os.path.join(output, f"full_ranking.{ext}") for ext in ("json", "md", "png")]
     with open(paths[0], "w") as f:
         json.dump(record, f, indent=1, sort_keys=True)
         f.write("\n")
