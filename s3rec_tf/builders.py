@@ -96,6 +96,7 @@ def recommender_from_config(
         gbce_t=finetune.gbce_t,
         num_samples=finetune.num_samples,
         sampler=finetune.sampler,
+        in_batch_negatives=finetune.in_batch_negatives,
         popularity=popularity,
         seed=config.seed,
     )

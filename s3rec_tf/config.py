@@ -91,6 +91,7 @@ class FinetuneConfig:
     gbce_t: float = 0.75  # gBCE calibration parameter t (gSASRec)
     num_samples: int = 256  # sampled_softmax: negatives shared by a batch, drawn every step
     sampler: str = "uniform"  # sampled_softmax's proposal: uniform | popularity (logQ-corrected)
+    in_batch_negatives: bool = False  # sampled_softmax: also k of the batch's targets (mixed)
     # What a batch's loss sum is divided by. "dataset" (the reference's objective): the expected
     # number of target positions in a batch (batch size x the training users' mean), so every
     # target position weighs the same, as in the reference's randomly composed batches. "batch":
@@ -380,6 +381,7 @@ _WRITTEN_WHEN_SET = {
     "mixed_precision": "off",
     "finetune.num_samples": 256,
     "finetune.sampler": "uniform",
+    "finetune.in_batch_negatives": False,
     "finetune.history_zero_metrics": False,
     "finetune.eval_item_chunk": 65536,
 }

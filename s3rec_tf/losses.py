@@ -168,6 +168,12 @@ class SampledSoftmax(NextItemLoss):
       logq_correction: subtract log q(item) from every logit (target and negatives), which makes
         the sampled softmax an unbiased estimate of the full one's gradient as k grows.
       seed: the draws of step s are a function of (seed, s) alone.
+      in_batch_negatives: also use k of the batch's own targets as negatives (the items of k
+        positions drawn with the same seed; a padding position adds none): mixed negative
+        sampling (Yang et al., WWW 2020). Targets follow the items' popularity, so the expected
+        count of item i among a step's negatives is k·q(i) + n·p(i) (n in-batch picks, p the
+        popularity share), and the logQ term is log of that. Memory `[B, W, 2k]`; needs
+        `popularity`.
 
     Why not `tf.nn.sampled_softmax_loss` or TFRS' `Retrieval` task: the former's candidate
     samplers are stateful ops (other draws after a resume; seeds ignored under XLA) and it takes
@@ -186,6 +192,7 @@ class SampledSoftmax(NextItemLoss):
         popularity: Optional[np.ndarray] = None,
         logq_correction: bool = True,
         seed: int = 0,
+        in_batch_negatives: bool = False,
     ):
         super().__init__(num_items)
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -196,11 +203,12 @@ class SampledSoftmax(NextItemLoss):
         self.sampler = sampler
         self.logq_correction = logq_correction
         self.seed = int(seed)
-        if sampler == "uniform":
-            q = np.full(num_items, 1.0 / num_items)
-        else:
+        self.in_batch_negatives = bool(in_batch_negatives)
+        share = None
+        if sampler == "popularity" or in_batch_negatives:
             if popularity is None:
-                raise ValueError('sampler "popularity" needs the items\' training counts.')
+                what = 'sampler "popularity"' if sampler == "popularity" else "in_batch_negatives"
+                raise ValueError(f"{what} needs the items' training counts (popularity).")
             counts = np.asarray(popularity, np.float64)
             if counts.shape != (num_items + 2,):
                 raise ValueError(
@@ -208,10 +216,16 @@ class SampledSoftmax(NextItemLoss):
                     f"got shape {counts.shape}."
                 )
             # +1: an item seen only in validation or test still has a chance to be a negative.
-            q = counts[1 : num_items + 1] + 1.0
-            q = q / q.sum()
-        # log q of ids 0..N + 1 (padding and mask: never drawn, never targets).
-        self._log_q = tf.constant(np.log(np.concatenate([[1.0], q, [1.0]])), tf.float32)
+            share = counts[1 : num_items + 1] + 1.0
+            share = share / share.sum()
+        q = np.full(num_items, 1.0 / num_items) if sampler == "uniform" else share
+        # q and the popularity share of ids 0..N + 1 (padding and mask: never drawn, never
+        # targets; 1 keeps their logarithm finite).
+        self._q = tf.constant(np.concatenate([[1.0], q, [1.0]]), tf.float32)
+        self._log_q = tf.math.log(self._q)
+        self._share = None
+        if share is not None:
+            self._share = tf.constant(np.concatenate([[1.0], share, [1.0]]), tf.float32)
         cdf = np.cumsum(q)
         cdf[-1] = 1.0
         self._cdf = tf.constant(cdf, tf.float32)
@@ -229,14 +243,28 @@ class SampledSoftmax(NextItemLoss):
         index = tf.searchsorted(self._cdf, u, side="right", out_type=tf.int32)
         return tf.minimum(index, self.num_items - 1) + 1
 
+    def in_batch_sample(self, targets, step) -> tf.Tensor:
+        """`[k]` target ids of k positions of the batch drawn with replacement (0 where a
+        padding position was drawn: left out of every softmax)."""
+        flat = tf.reshape(tf.cast(targets, tf.int32), [-1])
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, 0x1B47], tf.int64), tf.cast(step, tf.int64)
+        )
+        picks = tf.random.stateless_uniform(
+            [self.num_samples], seed, minval=0, maxval=tf.size(flat), dtype=tf.int32
+        )
+        return tf.gather(flat, picks)
+
     def __call__(self, states, targets, table, batch, step):
         negatives = self.sample(step)
+        log_q = self._log_q
+        if self.in_batch_negatives:
+            in_batch = self.in_batch_sample(targets, step)
+            negatives = tf.concat([negatives, in_batch], axis=0)
+            n = tf.reduce_sum(tf.cast(in_batch > 0, tf.float32))
+            log_q = tf.math.log(self.num_samples * self._q + n * self._share)
         return sampled_softmax_per_position(
-            states,
-            targets,
-            table,
-            negatives,
-            self._log_q if self.logq_correction else None,
+            states, targets, table, negatives, log_q if self.logq_correction else None
         )
 
     def get_config(self):
@@ -246,6 +274,7 @@ class SampledSoftmax(NextItemLoss):
             "sampler": self.sampler,
             "logq_correction": self.logq_correction,
             "seed": self.seed,
+            "in_batch_negatives": self.in_batch_negatives,
         }
 
 
@@ -253,9 +282,10 @@ def sampled_softmax_per_position(states, targets, table, negatives, log_q=None):
     """−log softmax of the target among {target} ∪ negatives, per position: `[B, W]`.
 
     negatives: `[k]` ids shared by every position; one equal to a position's target is left out
-    of that position's softmax (an accidental hit). log_q: `[N + 2]` log proposal probabilities
-    subtracted from every logit, or None for none. With every id 1..N as negatives, uniform q
-    (or None) and accidental hits removed, this is the full softmax's cross-entropy.
+    of that position's softmax (an accidental hit), and id 0 (padding) of every one. log_q:
+    `[N + 2]` log proposal probabilities subtracted from every logit, or None for none. With
+    every id 1..N as negatives, uniform q (or None) and accidental hits removed, this is the full
+    softmax's cross-entropy.
     """
     targets = tf.cast(targets, tf.int32)
     negatives = tf.cast(negatives, tf.int32)
@@ -264,7 +294,7 @@ def sampled_softmax_per_position(states, targets, table, negatives, log_q=None):
     if log_q is not None:
         pos_logits -= tf.gather(log_q, targets)
         neg_logits -= tf.gather(log_q, negatives)
-    hits = tf.equal(targets[..., tf.newaxis], negatives)  # [B, W, k]
+    hits = tf.equal(targets[..., tf.newaxis], negatives) | tf.equal(negatives, 0)  # [B, W, k]
     neg_logits = tf.where(hits, tf.cast(_EXCLUDED, neg_logits.dtype), neg_logits)
     logits = tf.concat([pos_logits[..., tf.newaxis], neg_logits], -1)  # [B, W, 1 + k]
     return tf.reduce_logsumexp(logits, -1) - pos_logits

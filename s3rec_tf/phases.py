@@ -201,7 +201,9 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
     if settings.loss_normalizer == "dataset":  # one pass over the training split, only if used
         targets_per_example = data_files.mean_finetune_targets(data_dir, max_seq_length)
     popularity = None
-    if settings.loss == "sampled_softmax" and settings.sampler == "popularity":
+    if settings.loss == "sampled_softmax" and (
+        settings.sampler == "popularity" or settings.in_batch_negatives
+    ):
         popularity = data_files.item_popularity(data_dir, metadata["num_items"])
     with strategy.scope():
         encoder = builders.encoder_from_config(config.model, metadata["num_items"])

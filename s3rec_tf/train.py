@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sampler", choices=losses.SAMPLERS, help="sampled_softmax's proposal")
     p.add_argument(
+        "--in_batch_negatives",
+        action="store_true",
+        default=None,
+        help="sampled_softmax: k of the batch's own targets as negatives too (mixed sampling)",
+    )
+    p.add_argument(
         "--monitor",
         help="validation metric for early stopping and the kept checkpoint, e.g. sampled_mrr "
         "or full_ndcg@10",
@@ -118,6 +124,7 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
         "finetune.loss": args.loss,
         "finetune.num_samples": args.num_samples,
         "finetune.sampler": args.sampler,
+        "finetune.in_batch_negatives": args.in_batch_negatives,
         "finetune.monitor": args.monitor,
         "finetune.eval_item_chunk": args.eval_item_chunk,
         "finetune.num_negatives": args.num_negatives,

@@ -28,7 +28,7 @@ def _oracle(states, targets, table, negatives, log_q):
     for b, w in np.ndindex(*targets.shape):
         h, t = states[b, w].astype(np.float64), targets[b, w]
         pos = h @ table[t] - log_q[t]
-        neg = [h @ table[n] - log_q[n] for n in negatives if n != t]
+        neg = [h @ table[n] - log_q[n] for n in negatives if n not in (t, 0)]
         logits = np.array([pos, *neg])
         out[b, w] = np.logaddexp.reduce(logits) - pos
     return out
@@ -57,6 +57,31 @@ def test_sampled_softmax_with_logq_and_accidental_hits_matches_numpy():
     want = _oracle(states, targets, table, negatives, log_q)
     real = targets > 0
     np.testing.assert_allclose(got[real], want[real], rtol=2e-6, atol=2e-6)
+
+
+def test_mixed_in_batch_negatives_with_their_logq_match_numpy():
+    states, targets, table = _inputs(seed=3, batch=4, width=5)
+    counts = np.arange(N + 2, dtype=np.float64) % 4 * 10  # a popularity, ids 0..N + 1
+    k, step = 6, 7
+    loss = losses.make(
+        "sampled_softmax", N, num_samples=k, popularity=counts, seed=3, in_batch_negatives=True
+    )
+    assert loss.get_config()["in_batch_negatives"] is True
+    sampled = loss.sample(step).numpy()
+    in_batch = loss.in_batch_sample(targets, step).numpy()
+    # Targets of the batch's positions, drawn by (seed, step): padding positions give 0.
+    assert set(in_batch) <= set(targets.ravel()) and 0 in in_batch
+    np.testing.assert_array_equal(in_batch, loss.in_batch_sample(targets, step).numpy())
+    assert not np.array_equal(in_batch, loss.in_batch_sample(targets, step + 1).numpy())
+    share = (counts[1 : N + 1] + 1) / (counts[1 : N + 1] + 1).sum()
+    expected_count = k / N + np.count_nonzero(in_batch) * share  # uniform q = 1 / N
+    log_q = np.log(np.concatenate([[1.0], expected_count, [1.0]]))
+    want = _oracle(states, targets, table, np.concatenate([sampled, in_batch]), log_q)
+    got = loss(states, targets, table, {}, step).numpy()
+    real = targets > 0
+    np.testing.assert_allclose(got[real], want[real], rtol=2e-6, atol=2e-6)
+    with pytest.raises(ValueError, match="in_batch_negatives needs the items' training counts"):
+        losses.make("sampled_softmax", N, in_batch_negatives=True)
 
 
 def test_sampled_softmax_over_the_whole_catalogue_is_the_full_softmax():
