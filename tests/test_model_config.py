@@ -78,6 +78,7 @@ def test_recommender_config_round_trip(tmp_path):
         "sampler": "uniform",
         "logq_correction": True,
         "seed": 3,
+        "in_batch_negatives": False,
     }
 
     rng = np.random.default_rng(0)
