@@ -27,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from s3rec_tf import config as config_lib
 from s3rec_tf.metric_names import HEADLINE
 from s3rec_tf.study import report as rank_report
 
@@ -211,8 +212,9 @@ def pretraining_table(grouped) -> list[str]:
 
 def changed_fields(a_runs, b_runs) -> str:
     """What differs between two groups' configs (their first runs'), as 'field a → b'."""
-    a = _flatten(a_runs[0]["config"])
-    b = _flatten(b_runs[0]["config"])
+    # Through Config: a field added after a run was made reads as the value that run had.
+    a = _flatten(config_lib.from_dict(a_runs[0]["config"], source="a run").to_dict())
+    b = _flatten(config_lib.from_dict(b_runs[0]["config"], source="a run").to_dict())
     # Where things were, and what does not change the model: evaluation extras, execution.
     skip = {"output_dir", "data.data_dir", "init_from", "seed", "finetune.history_zero_metrics"}
     skip |= {"finetune.eval_item_chunk", "strategy", "jit_compile"}
