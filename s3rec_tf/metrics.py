@@ -221,46 +221,58 @@ def ranks_by_item_chunks(
         rows = table[start : tf.minimum(start + chunk, width)]
         return tf.matmul(users, rows, transpose_b=True), start  # [B, C]
 
-    # Pass 1: the scores of the targets and negatives, each from its chunk.
     with tf.control_dependencies(_id_checks(targets, negatives, history, width)):
         wanted = tf.concat([targets[:, tf.newaxis], negatives], axis=1)  # [B, 1 + K]
 
-    def pick(c, picked):
-        scores, start = scores_of(c)
+    def pick(scores, start, picked):
+        """The scores of `wanted` that lie in this chunk, the others kept from `picked`."""
         local = wanted - start
         inside = (local >= 0) & (local < tf.shape(scores)[1])
         values = tf.gather(scores, tf.where(inside, local, 0), batch_dims=1)
-        return c + 1, tf.where(inside, values, picked)
+        return tf.where(inside, values, picked)
 
-    _, picked = tf.while_loop(
-        lambda c, _: c < num_chunks, pick, (0, tf.zeros(tf.shape(wanted), users.dtype))
-    )
-    target_scores = picked[:, 0]
-    ranks = {"sampled": sampled_ranks(target_scores, picked[:, 1:], negatives > 0)}
-
-    # Pass 2: per user, the candidates at or above the target, chunk by chunk.
-    target_seen = tf.reduce_any(tf.equal(history, targets[:, tf.newaxis]), axis=1)
-    zero_target_scores = tf.where(target_seen, tf.zeros_like(target_scores), target_scores)
-
-    def count(c, full, zero):
-        scores, start = scores_of(c)
-        size = tf.shape(scores)[1]
-        ids = start + tf.range(size)[tf.newaxis, :]
+    def count(scores, start, target_scores, zero_target_scores, full, zero):
+        """Adds this chunk's candidates at or above the target to the running counts."""
+        ids = start + tf.range(tf.shape(scores)[1])[tf.newaxis, :]
         valid = (ids >= 1) & (ids <= width - 2) & (ids != targets[:, tf.newaxis])
-        local = history - start
-        inside = (local >= 0) & (local < size)
-        rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], tf.shape(history))
-        indices = tf.stack([rows, tf.where(inside, local, 0)], axis=-1)
-        seen = tf.scatter_nd(indices, tf.cast(inside, tf.int32), tf.shape(scores)) > 0
-        full_valid = valid & ~seen if exclude_history else valid
-        full += _count_at_or_above(target_scores, scores, full_valid)
+        seen = _seen_in(history, start, tf.shape(scores)[1])
+        candidates = valid & ~seen if exclude_history else valid
+        full += _count_at_or_above(target_scores, scores, candidates)
         if history_zero:
             zeroed = tf.where(seen, tf.zeros_like(scores), scores)
             zero += _count_at_or_above(zero_target_scores, zeroed, valid)
-        return c + 1, full, zero
+        return full, zero
 
+    target_seen = tf.reduce_any(tf.equal(history, targets[:, tf.newaxis]), axis=1)
     none = tf.zeros([batch], tf.int32)
-    _, full, zero = tf.while_loop(lambda c, *_: c < num_chunks, count, (0, none, none))
+    nothing_picked = tf.zeros(tf.shape(wanted), users.dtype)
+    rows = table.shape[0]
+    if chunk_size is None or (rows is not None and chunk_size >= rows):
+        # One chunk: one matmul serves both the picking and the counting.
+        scores, _ = scores_of(0)
+        picked = pick(scores, 0, nothing_picked)
+        target_scores = picked[:, 0]
+        zero_target_scores = tf.where(target_seen, tf.zeros_like(target_scores), target_scores)
+        full, zero = count(scores, 0, target_scores, zero_target_scores, none, none)
+    else:
+        # Pass 1: the scores of the targets and negatives, each from its chunk. Pass 2: per
+        # user, the candidates at or above the target, chunk by chunk.
+        _, picked = tf.while_loop(
+            lambda c, _: c < num_chunks,
+            lambda c, picked: (c + 1, pick(*scores_of(c), picked)),
+            (0, nothing_picked),
+        )
+        target_scores = picked[:, 0]
+        zero_target_scores = tf.where(target_seen, tf.zeros_like(target_scores), target_scores)
+        _, full, zero = tf.while_loop(
+            lambda c, *_: c < num_chunks,
+            lambda c, full, zero: (
+                c + 1,
+                *count(*scores_of(c), target_scores, zero_target_scores, full, zero),
+            ),
+            (0, none, none),
+        )
+    ranks = {"sampled": sampled_ranks(target_scores, picked[:, 1:], negatives > 0)}
     ranks["full"] = 1 + full
     if history_zero:
         ranks["full_history_zero"] = 1 + zero
@@ -292,16 +304,24 @@ def _seen(history: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """[batch, width] bool: True at the ids in each row of `history` ([batch, H], 0-padded)."""
     history = _dense_ids(history)
     _check_rank(history, 2, "history")
-    batch, length = tf.shape(history)[0], tf.shape(history)[1]
     with tf.control_dependencies(
         [
             tf.debugging.assert_greater_equal(history, 0, message="history id < 0"),
             tf.debugging.assert_less(history, width, message="history id > N + 1"),
         ]
     ):
-        rows = tf.broadcast_to(tf.range(batch)[:, tf.newaxis], [batch, length])
-    indices = tf.reshape(tf.stack([rows, history], axis=-1), [-1, 2])
-    return tf.scatter_nd(indices, tf.ones([batch * length], tf.int32), [batch, width]) > 0
+        history = tf.identity(history)
+    return _seen_in(history, 0, width)
+
+
+def _seen_in(history: tf.Tensor, start, size) -> tf.Tensor:
+    """[batch, size] bool: True at column i where the row's history holds id start + i (ids
+    outside [start, start + size) are ignored: another chunk's)."""
+    local = history - start
+    inside = (local >= 0) & (local < size)
+    rows = tf.broadcast_to(tf.range(tf.shape(history)[0])[:, tf.newaxis], tf.shape(history))
+    indices = tf.stack([rows, tf.where(inside, local, 0)], axis=-1)
+    return tf.scatter_nd(indices, tf.cast(inside, tf.int32), [tf.shape(history)[0], size]) > 0
 
 
 class RankingMetric(tf.keras.metrics.Mean):
