@@ -360,15 +360,16 @@ def load_saved(path: str) -> Config:
 
 def differences(a: Config, b: Config) -> dict:
     """{"model.aap_rank": (value in a, value in b), ...} for every field where they differ."""
-    flat_a, flat_b = _flatten(a.to_dict()), _flatten(b.to_dict())
+    flat_a, flat_b = flatten(a.to_dict()), flatten(b.to_dict())
     return {key: (flat_a[key], flat_b[key]) for key in flat_a if flat_a[key] != flat_b[key]}
 
 
-def _flatten(nested: dict, prefix: str = "") -> dict:
+def flatten(nested: dict, prefix: str = "") -> dict:
+    """{"model": {"hidden_size": 64}} -> {"model.hidden_size": 64}."""
     flat = {}
     for key, value in nested.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
     return flat

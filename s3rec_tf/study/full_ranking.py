@@ -63,21 +63,16 @@ RECIPE_FIELDS = (
 )
 
 
-def _flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
+def _config(entry: dict) -> config_lib.Config:
+    """A sweep entry's config; a field added after the run was made reads as the run's value."""
+    return config_lib.from_dict(entry["config"], source=f"the config of run {entry['name']}")
 
 
 def recipe_of(entry: dict) -> dict:
     """The fine-tuning recipe of a sweep entry: RECIPE_FIELDS (the sampled softmax's settings
-    only for it) and the pretraining epochs of the pretrained models."""
-    flat = _flatten(entry["config"])
-    recipe = {k: flat.get(k) for k in RECIPE_FIELDS}
+    only for it)."""
+    flat = config_lib.flatten(_config(entry).to_dict())
+    recipe = {k: flat[k] for k in RECIPE_FIELDS}
     if recipe["finetune.loss"] != "sampled_softmax":
         recipe.pop("finetune.num_samples")
         recipe.pop("finetune.sampler")
@@ -141,7 +136,8 @@ def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _values(runs, protocol, metric) -> dict[int, float]:
-    return {r["seed"]: r["test"][protocol][metric] for r in runs if protocol in r["test"]}
+    """{seed: test metric} of the runs evaluated under `protocol`."""
+    return rank_report.values([r for r in runs if protocol in r["test"]], protocol, metric)
 
 
 def _cell(runs, protocol, metric) -> str:
@@ -212,17 +208,15 @@ def pretraining_table(grouped) -> list[str]:
 
 def changed_fields(a_runs, b_runs) -> str:
     """What differs between two groups' configs (their first runs'), as 'field a → b'."""
-    # Through Config: a field added after a run was made reads as the value that run had.
-    a = _flatten(config_lib.from_dict(a_runs[0]["config"], source="a run").to_dict())
-    b = _flatten(config_lib.from_dict(b_runs[0]["config"], source="a run").to_dict())
+    diff = config_lib.differences(_config(b_runs[0]), _config(a_runs[0]))
     # Where things were, and what does not change the model: evaluation extras, execution.
     skip = {"output_dir", "data.data_dir", "init_from", "seed", "finetune.history_zero_metrics"}
     skip |= {"finetune.eval_item_chunk", "strategy", "jit_compile"}
     sasrec = a_runs[0]["rank"] == "none"  # its pretraining settings are never used
     changes = [
-        f"{k} {b.get(k)!r} → {a.get(k)!r}"
-        for k in sorted(set(a) | set(b))
-        if k not in skip and a.get(k) != b.get(k) and not (sasrec and k.startswith("pretrain."))
+        f"{k} {before!r} → {after!r}"
+        for k, (before, after) in sorted(diff.items())
+        if k not in skip and not (sasrec and k.startswith("pretrain."))
     ]
     if a_runs[0]["pretrain_epochs"] != b_runs[0]["pretrain_epochs"]:
         changes.append(
