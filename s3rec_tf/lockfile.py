@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import socket
+from typing import Optional
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ def read_lock(lock_file: str) -> tuple:
         return int(pid), host
     except (OSError, ValueError):
         return None, ""
+
+
+def live_holder(lock_file: str) -> Optional[str]:
+    """Who holds `lock_file` ("123", or "123 on HOST" for a process of another machine), or None
+    when nobody does: no lock, or one left by a process that no longer runs on this host."""
+    pid, holder_host = read_lock(lock_file)
+    # No host: an older sweep's lock, which held only the PID of a process on this machine.
+    elsewhere = holder_host not in ("", socket.gethostname())
+    if pid is None or not (elsewhere or process_alive(pid)):
+        return None
+    return f"{pid}" + (f" on {holder_host}" if elsewhere else "")
 
 
 @contextlib.contextmanager
@@ -75,16 +87,14 @@ def _take(lock_file, mine, directory, host, error, holder) -> None:
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise
-            pid, holder_host = read_lock(lock_file)
-            # No host: an older sweep's lock, which held only the PID of a process on this machine.
-            elsewhere = holder_host not in ("", host)
-            if pid is not None and (elsewhere or process_alive(pid)):
-                where = f" on {holder_host}" if elsewhere else ""
+            taken_by = live_holder(lock_file)
+            if taken_by is not None:
                 raise error(
-                    f"{directory} is in use by {holder} {pid}{where} (it holds {lock_file}). Wait "
+                    f"{directory} is in use by {holder} {taken_by} (it holds {lock_file}). Wait "
                     "for it to finish or stop it, or choose another --output; a lock left by a "
                     "process that no longer runs does not block."
                 ) from None
+            pid, _ = read_lock(lock_file)
             if pid is not None:
                 logger.info("Taking over %s from process %d, which no longer runs.", lock_file, pid)
             with contextlib.suppress(FileNotFoundError):

@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import os
 import shutil
-import socket
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -122,9 +121,9 @@ def pretraining_source(sweep_dir: str, run: Run) -> dict:
 def waiting_for(output: str, run: Run, pretrained_from: Optional[str]) -> Optional[str]:
     """Why `run` cannot start now (None when it can): its directory is held by another live
     process, or the pretraining it fine-tunes from has not finished."""
-    pid, host = lockfile.read_lock(os.path.join(run_dir(output, run), "run.lock"))
-    if pid is not None and host in ("", socket.gethostname()) and lockfile.process_alive(pid):
-        return f"{run_dir(output, run)} is being trained by process {pid}"
+    taken_by = lockfile.live_holder(os.path.join(run_dir(output, run), "run.lock"))
+    if taken_by is not None:
+        return f"{run_dir(output, run)} is being trained by process {taken_by}"
     if pretrained_from and run.rank != "none":
         source = run_dir(pretrained_from, run)
         if not os.path.exists(os.path.join(source, "pretrain", "summary.json")):
