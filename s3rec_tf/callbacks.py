@@ -67,6 +67,8 @@ class ResumableTraining(tf.keras.callbacks.Callback):
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
         self.timed_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="timed_epochs")
         self._epoch_start = None
+        self._validation_start = None
+        self._validation_seconds = None
 
     def attach(self, model: tf.keras.Model) -> int:
         """Restores the latest checkpoint into `model` (compiled and built) and returns the
@@ -106,6 +108,16 @@ class ResumableTraining(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.time()
+        self._validation_seconds = None
+
+    def on_test_begin(self, logs=None):
+        self._validation_start = time.time()
+
+    def on_test_end(self, logs=None):
+        # Inside fit() this is the epoch's validation pass (evaluate() outside fit never gets
+        # these callbacks); its time is logged apart so that training speed can be read off.
+        elapsed = time.time() - self._validation_start
+        self._validation_seconds = (self._validation_seconds or 0.0) + elapsed
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -117,6 +129,8 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             elapsed = time.time() - self._epoch_start
             # Callbacks after this one (CSVLogger, TensorBoard, History) see the epoch's time.
             logs["epoch_seconds"] = elapsed
+            if self._validation_seconds is not None:
+                logs["validation_seconds"] = self._validation_seconds
             self.seconds.assign_add(elapsed)
             self.timed_epochs.assign_add(1)
         if self.monitor is not None:

@@ -109,6 +109,10 @@ class FinetuneConfig:
     # Full-ranking evaluation scores the catalogue this many items at a time, so that its memory
     # is [batch, eval_item_chunk] whatever the catalogue (the ranks are the same for any value).
     eval_item_chunk: int = 65536
+    # Validate (early stopping, the kept epoch, the reported valid metrics) on this many users
+    # drawn from the seed; 0: all. On a large catalogue a full-ranking pass over every user each
+    # epoch can cost more than the epoch itself; the test split is always evaluated in full.
+    valid_users: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +205,12 @@ class Config:
             "finetune.eval_item_chunk",
             finetune.eval_item_chunk,
             "must be positive",
+        )
+        _require(
+            finetune.valid_users >= 0,
+            "finetune.valid_users",
+            finetune.valid_users,
+            "must be 0 (every user) or positive",
         )
         _require(
             finetune.num_samples > 0,

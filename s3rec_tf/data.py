@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from s3rec_tf import data_files, padding, schema
@@ -236,17 +237,36 @@ def finetune_train_dataset(
 
 
 def eval_dataset(
-    data_dir: str, split: str, batch_size: int, max_seq_length: int
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    max_seq_length: int,
+    users: Optional[np.ndarray] = None,
+    cache: bool = True,
 ) -> tf.data.Dataset:
     """Valid or test users in a fixed order.
 
     Each batch: user [B], input_ids [B, W] (the last max_seq_length history items, left-padded),
     target [B], negatives [B, 99] (sampled protocol) and history [B, H] (every input item,
     right-padded with 0, for the full-ranking protocol's optional history exclusion).
+
+    `users`: only these user ids (e.g. `user_sample`), in the split's order; None: all.
+    `cache`: keep the batches in memory after the first pass (for a split read every epoch; its
+    size grows with the users, so a split read once is better read from the files).
     """
     if split not in ("valid", "test"):
         raise ValueError(f"eval_dataset reads 'valid' or 'test', not {split!r}.")
     examples = data_files.parsed(data_dir, schema.split_prefix(split), schema.EVAL_FEATURES)
+    if users is not None:
+        wanted = tf.constant(np.unique(np.asarray(users, np.int64)))
+        last = tf.size(wanted) - 1
+
+        def chosen(x):  # membership by binary search in the sorted ids
+            user = x[schema.USER]
+            at = tf.minimum(tf.searchsorted(wanted, user[tf.newaxis])[0], last)
+            return tf.equal(wanted[at], user)
+
+        examples = examples.filter(chosen)
 
     def make(x):
         return {
@@ -267,9 +287,16 @@ def eval_dataset(
             HISTORY: [None],
         },
     )
-    return (
-        dataset.map(padding.left_aligned(INPUT_IDS, [INPUT_IDS]), num_parallel_calls=AUTOTUNE)
-        .cache()
-        .prefetch(AUTOTUNE)
-        .with_options(_options())
-    )
+    dataset = dataset.map(padding.left_aligned(INPUT_IDS, [INPUT_IDS]), num_parallel_calls=AUTOTUNE)
+    if cache:
+        dataset = dataset.cache()
+    return dataset.prefetch(AUTOTUNE).with_options(_options())
+
+
+def user_sample(num_users: int, size: int, seed: int) -> Optional[np.ndarray]:
+    """`size` of the user ids 1..num_users (schema.USER_VOCAB), drawn without replacement from
+    `seed`, sorted; None (every user) when size is 0 or at least num_users."""
+    if size <= 0 or size >= num_users:
+        return None
+    rng = np.random.default_rng([seed, 0x5A11D])  # its own stream: no other draw shifts it
+    return np.sort(rng.choice(num_users, size=size, replace=False)) + 1

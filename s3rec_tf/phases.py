@@ -122,6 +122,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         # Finished by an earlier invocation: its summary (with the last epoch's losses) stands.
         return run_dir_lib.read_json(summary_path)
     callbacks = _phase_callbacks(state, run_dir, "pretrain", strategy)
+    logger.info("Pretraining from epoch %d of %d.", done + 1, settings.epochs)
     start = time.time()
     last_epoch_logs = {}
     for epoch in range(done, settings.epochs):
@@ -195,8 +196,14 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
             epoch=epoch,
         )
 
-    valid_ds = data_lib.eval_dataset(data_dir, "valid", settings.batch_size, max_seq_length)
-    test_ds = data_lib.eval_dataset(data_dir, "test", settings.batch_size, max_seq_length)
+    valid_users = data_lib.user_sample(metadata["num_users"], settings.valid_users, config.seed)
+    valid_ds = data_lib.eval_dataset(
+        data_dir, "valid", settings.batch_size, max_seq_length, users=valid_users
+    )
+    # Read once, so not cached: its memory would grow with the users.
+    test_ds = data_lib.eval_dataset(
+        data_dir, "test", settings.batch_size, max_seq_length, cache=False
+    )
     targets_per_example = None
     if settings.loss_normalizer == "dataset":  # one pass over the training split, only if used
         targets_per_example = data_files.mean_finetune_targets(data_dir, max_seq_length)
@@ -221,6 +228,13 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         done = state.attach(model)
     start = time.time()
     callbacks = _phase_callbacks(state, run_dir, "finetune", strategy)
+    if done < settings.epochs and not state.stopped_early:
+        logger.info(
+            "Fine-tuning from epoch %d of %d (validation on %s users).",
+            done + 1,
+            settings.epochs,
+            "all" if valid_users is None else f"{len(valid_users):,}",
+        )
     for epoch in range(done, settings.epochs):
         if state.stopped_early:
             break
@@ -236,8 +250,14 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
             break
     train_seconds = time.time() - start
     state.restore_best()
-    valid = finetune_lib.evaluate(model, valid_ds)
-    test = finetune_lib.evaluate(model, test_ds)
+    evaluated, evaluation_seconds = {}, {}
+    for split, dataset in (("valid", valid_ds), ("test", test_ds)):
+        # These lines mark the phase for whoever watches the log (benchmarks/catalogue_scale.py).
+        logger.info("Evaluating epoch %d on %s.", state.best_epoch_number, split)
+        split_start = time.time()
+        evaluated[split] = finetune_lib.evaluate(model, dataset)
+        evaluation_seconds[split] = time.time() - split_start
+    logger.info("Evaluated.")
     encoder_path = run_dir_lib.path(run_dir, run_dir_lib.FINAL_ENCODER)
     tf.train.Checkpoint(encoder=encoder).write(runtime.worker_directory(encoder_path, strategy))
     return {
@@ -248,8 +268,10 @@ def finetune(config, metadata, strategy, run_dir, verbose) -> dict:
         "seconds_this_run": train_seconds,
         "seconds": state.total_seconds,
         "timed_epochs": int(state.timed_epochs.numpy()),
-        "valid": _by_protocol(valid),
-        "test": _by_protocol(test),
+        "valid": _by_protocol(evaluated["valid"]),
+        "test": _by_protocol(evaluated["test"]),
+        "evaluation_seconds": evaluation_seconds,
+        "valid_users": metadata["num_users"] if valid_users is None else len(valid_users),
         "parameters": int(sum(v.shape.num_elements() for v in model.trainable_variables)),
         # What the training loss of a batch was divided by, per example (None: its own count).
         "targets_per_example": model.targets_per_example,

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="items scored at a time by full-ranking evaluation (memory: eval batch x this)",
     )
+    p.add_argument(
+        "--valid_users",
+        type=int,
+        help="validate on this many users drawn from the seed (0: all; test uses all)",
+    )
     p.add_argument("--num_negatives", type=int, help="negatives per position (bce/gbce)")
     p.add_argument("--hidden_size", type=int)
     p.add_argument("--num_heads", type=int)
@@ -127,6 +132,7 @@ def resolve_config(args: argparse.Namespace) -> config_lib.Config:
         "finetune.in_batch_negatives": args.in_batch_negatives,
         "finetune.monitor": args.monitor,
         "finetune.eval_item_chunk": args.eval_item_chunk,
+        "finetune.valid_users": args.valid_users,
         "finetune.num_negatives": args.num_negatives,
         "model.hidden_size": args.hidden_size,
         "model.num_heads": args.num_heads,
