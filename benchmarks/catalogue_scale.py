@@ -341,6 +341,8 @@ def measure(items: int, args) -> dict:
         "export_seconds": {i: e["seconds"] for i, e in exports.items()},
         "export_peak_rss_mb": {i: e["peak_rss_mb"] for i, e in exports.items()},
         "serve_users": len(targets),
+        # Served answers never hold a history item; the evaluation still ranks such a target.
+        "serve_targets_in_history": int(sum(t in h for h, t in zip(histories, targets))),
         "serving": serving,
     }
 

@@ -251,6 +251,37 @@ def test_eval_dataset(dataset):
         assert total == metadata["num_users"]
 
 
+def test_eval_dataset_of_a_user_sample_reads_those_users_rows(dataset):
+    out, metadata, _ = dataset
+    num_users = metadata["num_users"]
+
+    def rows(users, cache=True):
+        ds = data_lib.eval_dataset(out, "valid", 5, 4, users=users, cache=cache)
+        return {
+            int(u): (int(t), tuple(h[h > 0]))
+            for b in ds
+            for u, t, h in zip(
+                b[schema.USER].numpy(), b[data_lib.TARGET].numpy(), b[data_lib.HISTORY].numpy()
+            )
+        }
+
+    every = rows(None)
+    assert sorted(every) == list(range(1, num_users + 1))  # user ids are 1..U
+    sample = data_lib.user_sample(num_users, 7, seed=3)
+    assert len(sample) == 7 and len(set(sample)) == 7
+    assert sample.min() >= 1 and sample.max() <= num_users
+    np.testing.assert_array_equal(sample, data_lib.user_sample(num_users, 7, seed=3))
+    assert not np.array_equal(sample, data_lib.user_sample(num_users, 7, seed=4))
+    assert rows(sample) == {u: every[u] for u in sample}
+    assert rows(sample, cache=False) == rows(sample)
+    # The last and the first id are found too (the binary search's edges).
+    assert rows(np.array([1, num_users])) == {1: every[1], num_users: every[num_users]}
+    drawn = np.concatenate([data_lib.user_sample(num_users, num_users - 1, s) for s in range(9)])
+    assert set(drawn) == set(range(1, num_users + 1))  # every id can be drawn, and only those
+    assert data_lib.user_sample(num_users, 0, seed=3) is None
+    assert data_lib.user_sample(num_users, num_users, seed=3) is None
+
+
 def test_item_attributes_and_popularity(dataset):
     out, metadata, sequences = dataset
     table = data_files.load_item_attributes(out, metadata["num_items"], metadata["num_attributes"])

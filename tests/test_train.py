@@ -34,9 +34,14 @@ def test_main_runs_every_phase_and_writes_results(data_dir, tmp_path):
             "2",
             "--finetune_epochs",
             "2",
+            "--valid_users",
+            "9",
         )
     )
     on_disk = json.load(open(tmp_path / "run" / "results.json"))
+    # Validation on a sample of 9 users; its metrics are those users' (checked in test_data).
+    assert on_disk["finetune"]["valid_users"] == 9
+    assert on_disk["config"]["finetune"]["valid_users"] == 9
     assert on_disk["test"] == results["test"]
     for split in ("valid", "test"):
         for protocol in ("sampled", "full"):
@@ -82,6 +87,11 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     finetune_log = _read_csv(run / "finetune" / "epochs.csv")
     assert [int(r["epoch"]) for r in finetune_log] == [0, 1]
     assert "val_sampled_mrr" in finetune_log[0]
+    # The validation pass inside each epoch is timed apart (training speed = the rest).
+    for row in finetune_log:
+        assert 0 < float(row["validation_seconds"]) < float(row["epoch_seconds"])
+    assert set(second["finetune"]["evaluation_seconds"]) == {"valid", "test"}
+    assert all(s > 0 for s in second["finetune"]["evaluation_seconds"].values())
     assert second["finetune"]["seconds"] == pytest.approx(
         sum(float(r["epoch_seconds"]) for r in finetune_log), rel=1e-6
     )
@@ -282,6 +292,7 @@ def test_rerun_with_other_settings_or_data_refuses_to_continue_the_run(data_dir,
         (["--rank", "abc"], "--rank must be an integer or 'full'"),
         (["--hidden_size", "15"], "must be divisible by model.num_heads"),
         (["--config", "no_such_preset"], "not found"),
+        (["--valid_users", "-1"], "finetune.valid_users = -1"),
     ],
 )
 def test_bad_configuration_stops_with_a_clear_message(data_dir, tmp_path, capsys, extra, message):
