@@ -70,7 +70,12 @@ def run_watched(command: list[str], log_path: str, markers=()) -> dict:
     phases: dict = {}
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen, in order
         )
         current = None
         pending = list(markers)
@@ -87,6 +92,7 @@ def run_watched(command: list[str], log_path: str, markers=()) -> dict:
 
         for line in process.stdout:
             log.write(line)
+            log.flush()  # the log can be followed while the stage runs
             for index, (name, text) in enumerate(pending):
                 if text in line:
                     close_phase()
