@@ -81,11 +81,18 @@ def _options(deterministic: bool = True) -> tf.data.Options:
 # ---------------------------------------------------------------------------------------------
 
 
+# Pretraining examples are kept in memory when all of them (every duplicate, at full width) take
+# at most this; a larger data set is read from its files every epoch, so that memory does not grow
+# with the data. The batches are the same either way.
+PRETRAIN_CACHE_BYTES = 1 << 30
+
+
 class PretrainData:
     """The pretraining examples: duplicate k (its own masks) is read in epoch k mod dupe_factor.
 
     Each duplicate's parsed examples are cached in memory after their first full pass, so later
-    epochs only shuffle and batch.
+    epochs only shuffle and batch, unless the examples could take more than `cache_bytes`
+    (num_pretrain_examples x 6 sequences x max_seq_length int32).
     """
 
     def __init__(
@@ -96,6 +103,7 @@ class PretrainData:
         max_seq_length: int,
         seed: int,
         fixed_widths: bool = False,
+        cache_bytes: int = PRETRAIN_CACHE_BYTES,
     ):
         self.data_dir = data_dir
         self.dupe_factor = int(metadata["dupe_factor"])
@@ -109,6 +117,10 @@ class PretrainData:
                 f"model.max_seq_length = {max_seq_length} is shorter than the pretraining "
                 f"examples of {data_dir} (max_seq_length {metadata['max_seq_length']})."
             )
+        self.cache = (
+            self.num_examples * len(schema.PRETRAIN_SEQUENCES) * int(metadata["max_seq_length"]) * 4
+            <= cache_bytes
+        )
         self._cached: dict[int, tf.data.Dataset] = {}
 
     def duplicate(self, epoch: int) -> int:
@@ -120,7 +132,7 @@ class PretrainData:
             dataset = data_files.parsed(self.data_dir, schema.pretrain_prefix(duplicate), features)
             # int32 halves the cache; ids are far below 2**31.
             dataset = dataset.map(lambda x: {k: tf.cast(v, tf.int32) for k, v in x.items()})
-            self._cached[duplicate] = dataset.cache()
+            self._cached[duplicate] = dataset.cache() if self.cache else dataset
         return self._cached[duplicate]
 
     def dataset(self, epoch: int, shuffle: bool = True) -> tf.data.Dataset:

@@ -92,6 +92,25 @@ def test_pretrain_epoch_reads_every_example_once_left_padded(dataset):
     assert min(widths) < 10
 
 
+def test_pretrain_data_too_large_to_cache_is_read_from_files_in_the_same_batches(dataset):
+    out, metadata, _ = dataset
+
+    def batches(cache_bytes):
+        data = data_lib.PretrainData(out, metadata, 16, 10, seed=1, cache_bytes=cache_bytes)
+        epochs = [[{k: v.numpy() for k, v in b.items()} for b in data.dataset(e)] for e in (0, 1)]
+        return data.cache, epochs
+
+    full_width = metadata["num_pretrain_examples"] * 6 * metadata["max_seq_length"] * 4
+    cached, in_memory = batches(full_width)
+    uncached, from_files = batches(full_width - 1)
+    assert cached and not uncached
+    for a, b in zip(in_memory, from_files, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert x.keys() == y.keys()
+            for key in x:
+                np.testing.assert_array_equal(x[key], y[key])
+
+
 def test_pretrain_epochs_cycle_through_duplicates(dataset):
     out, metadata, _ = dataset
     data = data_lib.PretrainData(out, metadata, batch_size=1000, max_seq_length=10, seed=1)
