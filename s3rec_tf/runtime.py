@@ -153,10 +153,67 @@ def precision_policy(precision: str):
         mixed_precision.set_global_policy(before)
 
 
+# Variables with at least this many elements (a 65,536 x 64 item table) are updated by
+# `InPlaceAdam`'s fused kernel; smaller ones by Keras's own Adam, whose numbers the tests pin.
+IN_PLACE_ADAM_MIN_ELEMENTS = 1 << 22
+
+
+class InPlaceAdam(tf.keras.optimizers.Adam):
+    """Keras's Adam whose update of a large variable is one in-place kernel.
+
+    Keras's Adam updates a variable through whole-size temporaries: for an item table's sparse
+    gradient it decays both slots (`m.assign_add(-m * (1 - beta_1))`, the same for v) and then
+    computes `(m * alpha) / (sqrt(v) + epsilon)`: several `[N + 2, d]` tensors per step (at a
+    million items, 256 MB each), and as many passes over memory. Here a variable of at least `min_elements` gets the same update from
+    TensorFlow's `ResourceApplyAdam` kernel, which changes var, m and v in place, after the
+    sparse gradient is summed into one dense `[N + 2, d]` tensor (Keras's update leaves no row
+    out either: every row's slots decay). Same arithmetic, up to float rounding; Adam's
+    defaults only (no amsgrad).
+
+    Args:
+      learning_rate: as Keras's Adam.
+      min_elements: the size from which the in-place kernel is used.
+      **kwargs: passed to Keras's Adam.
+    """
+
+    def __init__(self, learning_rate=0.001, min_elements=IN_PLACE_ADAM_MIN_ELEMENTS, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        if self.amsgrad:
+            raise ValueError("InPlaceAdam does not implement amsgrad.")
+        self.min_elements = min_elements
+
+    def update_step(self, gradient, variable):
+        if variable.shape.num_elements() < self.min_elements:
+            return super().update_step(gradient, variable)
+        dtype = variable.dtype
+        if isinstance(gradient, tf.IndexedSlices):
+            rows = tf.shape(variable, out_type=gradient.indices.dtype)[0]
+            gradient = tf.math.unsorted_segment_sum(gradient.values, gradient.indices, rows)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        index = self._index_dict[self._var_key(variable)]
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(self.learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=gradient,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "min_elements": self.min_elements}
+
+
 def adam(learning_rate: float) -> tf.keras.optimizers.Optimizer:
-    """Adam, wrapped in a LossScaleOptimizer under a float16 policy (the train steps go through
-    `optimizer.minimize`, which scales the loss and unscales the gradients)."""
-    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    """`InPlaceAdam`, wrapped in a LossScaleOptimizer under a float16 policy (the train steps go
+    through `optimizer.minimize`, which scales the loss and unscales the gradients)."""
+    optimizer = InPlaceAdam(learning_rate)
     if tf.keras.mixed_precision.global_policy().compute_dtype == "float16":
         optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
     return optimizer

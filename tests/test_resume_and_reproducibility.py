@@ -63,6 +63,8 @@ def _epoch_log(run, phase):
         rows = list(csv.DictReader(f))
     for row in rows:
         assert float(row.pop("epoch_seconds")) > 0
+        if phase == "finetune":  # the part of it spent validating
+            assert float(row.pop("validation_seconds")) > 0
     return rows
 
 
