@@ -191,7 +191,7 @@ def train(work: str, args, data_dir: str) -> dict:
         "--output",
         run,
         "--pretrain_epochs",
-        "1",
+        str(args.pretrain_epochs),
         "--finetune_epochs",
         "1",
         "--loss",
@@ -312,7 +312,8 @@ def measure(items: int, args) -> dict:
     phases = trained["watched"]["phases"]
     results = trained["results"]
     finetune_row = _epoch_row(trained["run_dir"], "finetune")
-    pretrain_row = _epoch_row(trained["run_dir"], "pretrain")
+    pretrained = args.pretrain_epochs > 0
+    pretrain_row = _epoch_row(trained["run_dir"], "pretrain") if pretrained else {}
     train_seconds = finetune_row["epoch_seconds"] - finetune_row.get("validation_seconds", 0.0)
     num_items, hidden = metadata["num_items"], results["config"]["model"]["hidden_size"]
     indexes = ["brute_force"] + (["scann"] if args.scann else [])
@@ -332,10 +333,15 @@ def measure(items: int, args) -> dict:
         "train_examples_per_second": metadata["num_split_examples"]["train"] / train_seconds,
         "finetune_epoch_seconds": train_seconds,
         "pretrain_examples": metadata["num_pretrain_examples"],
-        "pretrain_epoch_seconds": pretrain_row["epoch_seconds"],
+        # None: the run did not pretrain (--pretrain_epochs 0).
+        "pretrain_epoch_seconds": pretrain_row.get("epoch_seconds"),
         "pretrain_examples_per_second": metadata["num_pretrain_examples"]
-        / pretrain_row["epoch_seconds"],
-        "peak_rss_mb": max(phases[p]["peak_rss_mb"] for p in ("pretrain", "finetune")),
+        / pretrain_row["epoch_seconds"]
+        if pretrained
+        else None,
+        "peak_rss_mb": max(
+            phases[p]["peak_rss_mb"] for p in ("pretrain", "finetune") if p in phases
+        ),
         "peak_rss_mb_by_phase": {p: v["peak_rss_mb"] for p, v in phases.items()},
         # The embedding table [N + 2, d] and Adam's two slots of the same shape, float32.
         "table_and_slots_mb": 3 * (num_items + 2) * hidden * 4 / 2**20,
@@ -353,6 +359,10 @@ def measure(items: int, args) -> dict:
     }
 
 
+def _number(value) -> str:
+    return "not run" if value is None else f"{value:.0f}"
+
+
 def markdown(report: dict) -> str:
     rows = report["rows"]
     lines = [
@@ -368,7 +378,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {r['items']:,} | {r['interactions']:,} | {r['users']:,} | "
             f"{r['beam_seconds']:.0f} | {r['train_examples_per_second']:.0f} | "
-            f"{r['pretrain_examples_per_second']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{_number(r['pretrain_examples_per_second'])} | {r['peak_rss_mb']:.0f} | "
             f"{r['table_and_slots_mb']:.0f} | {r['eval_seconds']:.0f} | "
             f"{r['eval_peak_rss_mb']:.0f} |"
         )
@@ -401,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--popularity_exponent", type=float, default=0.5)
     p.add_argument("--shards", type=int, default=8, help="raw files per kind")
     p.add_argument("--beam_workers", type=int, default=2)
+    p.add_argument(
+        "--pretrain_epochs", type=int, default=1, help="0: fine-tune from scratch (no pretraining)"
+    )
     p.add_argument("--num_samples", type=int, default=1024, help="sampled_softmax negatives")
     p.add_argument("--valid_users", type=int, default=2000, help="0: validate on every user")
     p.add_argument("--serve_users", type=int, default=5000, help="test users queried (0: all)")
