@@ -1,7 +1,8 @@
 """Seeded synthetic Amazon review data of any size, in the raw 2014 and 2023 formats.
 
     python -m benchmarks.synthetic_data --interactions 1000000 --output /tmp/syn-1m \\
-        [--items N] [--popularity_exponent 0.9] [--format 2014 2023] [--shards 8] [--seed 0]
+        [--items N] [--popularity_exponent 0.9] [--taste 0] [--format 2014 2023] [--shards 8] \
+        [--seed 0]
 
 writes, per format, `<output>/<format>/reviews-SSSSS-of-NNNNN.jsonl.gz` and
 `<output>/<format>/meta-SSSSS-of-NNNNN.jsonl.gz` (gzipped JSON lines; the 2014 metadata as Python
@@ -16,7 +17,11 @@ The data is NOT k-core, so that the job's k-core does real rounds:
     item twice. Items that draw no review are still in the metadata;
   * every item has a three-level category path under one top category and a brand; the brand is
     `store` in 2023 records, except for about one item in ten that has it only in
-    `details["Brand"]` (and one in twenty has no brand at all).
+    `details["Brand"]` (and one in twenty has no brand at all);
+  * tastes (--taste p > 0): each user has a favourite category path, and a share p of its
+    reviews are of items of that path (by popularity within it), so users share tastes and a
+    trained model's item embeddings cluster; with 0 every review is drawn from the whole
+    catalogue.
 Times: a user's reviews are a few days apart (2014: seconds; 2023: milliseconds, with the same
 seconds). Lines are written in an order unrelated to users. The same arguments give the same
 bytes (one numpy Generator seeded by --seed; gzip with mtime=0).
@@ -61,10 +66,13 @@ def make(
     seed: int = 0,
     num_items: Optional[int] = None,
     popularity_exponent: float = 0.9,
+    taste: float = 0.0,
 ) -> dict:
     """The data as arrays: {user, item, time, rating} per interaction and the item catalogue."""
     if num_items is not None and num_items < 1:
         raise ValueError(f"num_items must be positive, got {num_items}.")
+    if not 0.0 <= taste <= 1.0:
+        raise ValueError(f"taste must be in [0, 1], got {taste}.")
     if not popularity_exponent >= 0:
         raise ValueError(f"popularity_exponent must be >= 0, got {popularity_exponent}.")
     rng = np.random.default_rng(seed)
@@ -116,6 +124,10 @@ def make(
     brand = rng.integers(0, num_brands, num_items)
     brand_place = rng.random(num_items)  # < 0.05: no brand; < 0.15: details only
     order = rng.permutation(num_interactions)
+    if taste > 0:  # drawn after everything else: taste 0 gives the same bytes as before it existed
+        item = _with_taste(
+            rng, item, user, num_users, weights, rank_to_item, (level1, level2, level3), taste
+        )
     return dict(
         user=user,
         item=item,
@@ -133,6 +145,31 @@ def make(
         num_users=num_users,
         num_items=num_items,
     )
+
+
+def _with_taste(rng, item, user, num_users, weights, rank_to_item, levels, taste):
+    """Each user gets a favourite leaf category (one of the 384 level-1/2/3 paths); each of its
+    reviews is, with probability `taste`, of an item of that leaf drawn by popularity within it
+    (the others keep their catalogue-wide draw). Users then share tastes, as a shop's do, and a
+    trained model's item embeddings cluster by category."""
+    level1, level2, level3 = levels
+    leaf = (level1 * len(_LEVEL2) + level2) * len(_LEVEL3) + level3  # [items]
+    num_leaves = len(_LEVEL1) * len(_LEVEL2) * len(_LEVEL3)
+    weight = np.empty(len(weights))
+    weight[rank_to_item] = weights  # popularity weight of each item
+    by_leaf = np.argsort(leaf, kind="stable")
+    cumulative = np.cumsum(weight[by_leaf])
+    end = np.searchsorted(leaf[by_leaf], np.arange(num_leaves), side="right")
+    start = np.concatenate([[0], end[:-1]])
+    favourite = rng.integers(0, num_leaves, num_users)[user]  # per interaction
+    focused = (rng.random(len(item)) < taste) & (end[favourite] > start[favourite])
+    c = favourite[focused]
+    base = np.where(start[c] > 0, cumulative[np.maximum(start[c] - 1, 0)], 0.0)
+    target = base + rng.random(len(c)) * (cumulative[end[c] - 1] - base)
+    position = np.clip(np.searchsorted(cumulative, target, side="right"), start[c], end[c] - 1)
+    item = item.copy()
+    item[focused] = by_leaf[position]
+    return item
 
 
 def _category(d, i):
@@ -237,15 +274,17 @@ def write(
     seed: int = 0,
     num_items: Optional[int] = None,
     popularity_exponent: float = 0.9,
+    taste: float = 0.0,
 ) -> dict:
     """Writes the files (see the module docstring); returns the summary."""
-    d = make(num_interactions, seed, num_items, popularity_exponent)
+    d = make(num_interactions, seed, num_items, popularity_exponent, taste)
     summary = {
         "interactions": num_interactions,
         "users": d["num_users"],
         "items": d["num_items"],
         "items_reviewed": int(np.unique(d["item"]).size),
         "popularity_exponent": popularity_exponent,
+        "taste": taste,
         "seed": seed,
         "formats": {},
     }
@@ -290,6 +329,12 @@ def main(argv=None) -> int:
         default=0.9,
         help="item of popularity rank r weighs 1 / (r + 10) ** this (0: uniform)",
     )
+    parser.add_argument(
+        "--taste",
+        type=float,
+        default=0.0,
+        help="share of a user's reviews drawn from the user's favourite category (0: none)",
+    )
     args = parser.parse_args(argv)
     summary = write(
         args.output,
@@ -299,6 +344,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         num_items=args.items,
         popularity_exponent=args.popularity_exponent,
+        taste=args.taste,
     )
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")

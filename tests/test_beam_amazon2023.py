@@ -347,3 +347,31 @@ def test_synthetic_catalogue_size_and_long_tail_are_knobs():
     assert flat[:50].sum() < 0.04 * flat.sum()  # uniform: 1 % of items, 2.5 % by chance
     with pytest.raises(ValueError, match="num_items must be positive"):
         synthetic_data.make(100, num_items=0)
+
+
+def test_synthetic_tastes_keep_a_share_of_each_users_reviews_in_one_category():
+    def leaf_share(d):
+        """Per interaction, whether its item is in the user's most frequent category path."""
+        leaf = (d["level1"] * 6 + d["level2"]) * 8 + d["level3"]
+        hits = total = 0
+        for u in np.unique(d["user"]):
+            leaves = leaf[d["item"][d["user"] == u]]
+            if len(leaves) >= 20:  # users with enough reviews for a share
+                hits += np.bincount(leaves).max()
+                total += len(leaves)
+        return hits / total
+
+    plain = synthetic_data.make(60_000, seed=2, num_items=20_000)
+    tasted = synthetic_data.make(60_000, seed=2, num_items=20_000, taste=0.7)
+    # Everything but the focused draws is the data without tastes.
+    for key in ("user", "time", "rating", "order", "item_names", "level1", "brand"):
+        np.testing.assert_array_equal(plain[key], tasted[key])
+    changed = np.mean(plain["item"] != tasted["item"])
+    assert 0.65 < changed < 0.71  # the focused share, less the draws that land on the same item
+    assert leaf_share(plain) < 0.1
+    assert 0.67 < leaf_share(tasted) < 0.74  # 0.7 focused, plus chance hits among the rest
+    # Within the path, popular items are still drawn more: a long tail per category.
+    counts = np.sort(np.bincount(tasted["item"], minlength=20_000))[::-1]
+    assert counts[:200].sum() > 0.05 * counts.sum()
+    with pytest.raises(ValueError, match="taste must be in"):
+        synthetic_data.make(100, taste=1.5)
