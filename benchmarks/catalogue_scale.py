@@ -159,8 +159,14 @@ def make_data(work: str, args, items: int) -> dict:
             "-m",
             "beam_pipelines.preprocess",
             "--runner=DirectRunner",
-            "--direct_running_mode=multi_processing",
-            f"--direct_num_workers={args.beam_workers}",
+            *(
+                [
+                    "--direct_running_mode=multi_processing",
+                    f"--direct_num_workers={args.beam_workers}",
+                ]
+                if args.beam_workers
+                else ["--direct_running_mode=in_memory"]
+            ),
             "--reviews",
             *sorted(glob.glob(os.path.join(raw, "2023", "reviews-*"))),
             "--metadata",
@@ -410,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interactions_per_item", type=int, default=8, help="raw reviews per item")
     p.add_argument("--popularity_exponent", type=float, default=0.5)
     p.add_argument("--shards", type=int, default=8, help="raw files per kind")
-    p.add_argument("--beam_workers", type=int, default=2)
+    p.add_argument(
+        "--beam_workers", type=int, default=2, help="DirectRunner processes (0: in_memory mode)"
+    )
     p.add_argument(
         "--pretrain_epochs", type=int, default=1, help="0: fine-tune from scratch (no pretraining)"
     )
