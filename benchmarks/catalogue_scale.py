@@ -147,10 +147,11 @@ def make_data(work: str, args, items: int) -> dict:
             seed=args.seed,
             num_items=items,
             popularity_exponent=args.popularity_exponent,
+            taste=args.taste,
         )
         return {"seconds": time.time() - start, "raw_interactions": interactions, **summary}
 
-    _stage(work, "raw", generate)
+    raw_summary = _stage(work, "raw", generate)
     data = os.path.join(work, "data")
 
     def preprocess():
@@ -183,7 +184,7 @@ def make_data(work: str, args, items: int) -> dict:
     beam = _stage(work, "beam", preprocess)
     with open(os.path.join(data, "metadata.json")) as f:
         metadata = json.load(f)
-    return {"data_dir": data, "metadata": metadata, "beam": beam}
+    return {"data_dir": data, "metadata": metadata, "beam": beam, "raw": raw_summary}
 
 
 def train(work: str, args, data_dir: str) -> dict:
@@ -362,7 +363,18 @@ def measure(items: int, args) -> dict:
         # Served answers never hold a history item; the evaluation still ranks such a target.
         "serve_targets_in_history": int(sum(t in h for h, t in zip(histories, targets))),
         "serving": serving,
+        "scann_options": _export_info(exports["scann"]["dir"]).get("scann_options")
+        if "scann" in exports
+        else None,
+        "taste": data["raw"].get("taste", 0.0),
     }
+
+
+def _export_info(export_dir: str) -> dict:
+    from export import saved_model
+
+    with open(os.path.join(export_dir, saved_model.EXPORT_INFO_FILE)) as f:
+        return json.load(f)
 
 
 def _number(value) -> str:
@@ -402,6 +414,15 @@ def markdown(report: dict) -> str:
                 f"{s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['per_second_batch_256']:,.0f} | "
                 f"{recall} | {s['served_test_hr@10']:.4f} |"
             )
+    lines.append("")
+    for r in rows:
+        ratio = r["peak_rss_mb"] / r["table_and_slots_mb"]
+        lines.append(
+            f"- {r['items']:,} items: training peak RSS {ratio:.1f} x (table + Adam slots); "
+            f"validation on {r['valid_users']:,} users, the test evaluation on all "
+            f"{r['eval_users']:,}; serving queried with {r['serve_users']:,} test users' "
+            f"histories; ScaNN options {r['scann_options']}; synthetic taste {r['taste']}."
+        )
     lines += ["", f"Machine: {report['machine']}."]
     if report.get("note"):
         lines.append(f"Note: {report['note']}")
@@ -415,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--interactions_per_item", type=int, default=8, help="raw reviews per item")
     p.add_argument("--popularity_exponent", type=float, default=0.5)
+    p.add_argument(
+        "--taste",
+        type=float,
+        default=0.0,
+        help="synthetic_data --taste (users' favourite category)",
+    )
     p.add_argument("--shards", type=int, default=8, help="raw files per kind")
     p.add_argument(
         "--beam_workers", type=int, default=2, help="DirectRunner processes (0: in_memory mode)"

@@ -395,6 +395,7 @@ _WRITTEN_WHEN_SET = {
     "finetune.in_batch_negatives": False,
     "finetune.history_zero_metrics": False,
     "finetune.eval_item_chunk": 65536,
+    "finetune.valid_users": 0,
 }
 
 
