@@ -122,7 +122,8 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
         # Finished by an earlier invocation: its summary (with the last epoch's losses) stands.
         return run_dir_lib.read_json(summary_path)
     callbacks = _phase_callbacks(state, run_dir, "pretrain", strategy)
-    logger.info("Pretraining from epoch %d of %d.", done + 1, settings.epochs)
+    if done < settings.epochs:
+        logger.info("Pretraining from epoch %d of %d.", done + 1, settings.epochs)
     start = time.time()
     last_epoch_logs = {}
     for epoch in range(done, settings.epochs):
