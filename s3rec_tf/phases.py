@@ -161,7 +161,7 @@ def pretrain(config, metadata, strategy, run_dir, verbose) -> dict:
 def init_encoder(config, encoder, run_dir) -> str:
     """Loads the encoder that fine-tuning starts from; returns where it came from."""
     source = config.init_from
-    if source is None and not config.no_pretrain:
+    if source is None and config.pretrains:  # not SASRec, not --pretrain_epochs 0
         source = run_dir_lib.path(run_dir, run_dir_lib.PRETRAINED_ENCODER)
     if source is None:
         return "none"

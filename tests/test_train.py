@@ -105,6 +105,13 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, tmp_path):
     assert len(_read_csv(run / "pretrain" / "epochs.csv")) == 3
 
 
+def test_zero_pretraining_epochs_fine_tune_from_scratch(data_dir, tmp_path):
+    run = tmp_path / "run"
+    results = train.main(_args(data_dir, run, "--pretrain_epochs", "0", "--finetune_epochs", "1"))
+    assert results["finetune"]["init"] == "none"  # not a pretrained encoder that was never made
+    assert "pretrain" not in results and not (run / "pretrain").exists()
+
+
 def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, tmp_path):
     import numpy as np
     import tensorflow as tf
