@@ -258,7 +258,7 @@ def ranks_by_item_chunks(
         # Pass 1: the scores of the targets and negatives, each from its chunk. Pass 2: per
         # user, the candidates at or above the target, chunk by chunk. One chunk at a time
         # (parallel_iterations=1): by default a while_loop runs up to 10 iterations at once,
-        # i.e. 10 chunks' scores and masks alive together (4.7 GB at a million items, batch 256).
+        # i.e. 10 chunks' scores and masks alive together (gigabytes at a million items).
         _, picked = tf.while_loop(
             lambda c, _: c < num_chunks,
             lambda c, picked: (c + 1, pick(*scores_of(c), picked)),
