@@ -164,11 +164,11 @@ class InPlaceAdam(tf.keras.optimizers.Adam):
     Keras's Adam updates a variable through whole-size temporaries: for an item table's sparse
     gradient it decays both slots (`m.assign_add(-m * (1 - beta_1))`, the same for v) and then
     computes `(m * alpha) / (sqrt(v) + epsilon)`: several `[N + 2, d]` tensors per step (at a
-    million items, 256 MB each), and as many passes over memory. Here a variable of at least `min_elements` gets the same update from
-    TensorFlow's `ResourceApplyAdam` kernel, which changes var, m and v in place, after the
-    sparse gradient is summed into one dense `[N + 2, d]` tensor (Keras's update leaves no row
-    out either: every row's slots decay). Same arithmetic, up to float rounding; Adam's
-    defaults only (no amsgrad).
+    million items, 256 MB each), and as many passes over memory. Here a variable of at least
+    `min_elements` gets the same update from TensorFlow's `ResourceApplyAdam` kernel, which
+    changes var, m and v in place, after the sparse gradient is summed into one dense
+    `[N + 2, d]` tensor (Keras's update leaves no row out either: every row's slots decay). Same
+    arithmetic, up to float rounding; Adam's defaults only (no amsgrad).
 
     Args:
       learning_rate: as Keras's Adam.
