@@ -37,6 +37,8 @@ from typing import Optional
 import numpy as np
 
 from benchmarks import common, synthetic_data
+from s3rec_tf import jsonfile
+from s3rec_tf.study.runs import read_epoch_log
 
 REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
 
@@ -124,12 +126,10 @@ def run_watched(command: list[str], log_path: str, markers=()) -> dict:
 def _stage(work: str, name: str, make) -> dict:
     """A stage's record, computed once: kept in work/stages.json."""
     path = os.path.join(work, "stages.json")
-    records = json.load(open(path)) if os.path.exists(path) else {}
+    records = jsonfile.read(path) or {}
     if name not in records:
         records[name] = make()
-        with open(path + ".tmp", "w") as f:
-            json.dump(records, f, indent=2)
-        os.replace(path + ".tmp", path)
+        jsonfile.write(path, records)
     return records[name]
 
 
@@ -182,8 +182,9 @@ def make_data(work: str, args, items: int) -> dict:
         return run_watched(command, os.path.join(work, "preprocess.log"))
 
     beam = _stage(work, "beam", preprocess)
-    with open(os.path.join(data, "metadata.json")) as f:
-        metadata = json.load(f)
+    from s3rec_tf import data_files
+
+    metadata = data_files.read_metadata(data)
     return {"data_dir": data, "metadata": metadata, "beam": beam, "raw": raw_summary}
 
 
@@ -219,17 +220,17 @@ def train(work: str, args, data_dir: str) -> dict:
         "train",
         lambda: run_watched(command, os.path.join(work, "train.log"), PHASE_MARKERS),
     )
-    with open(os.path.join(run, "results.json")) as f:
-        results = json.load(f)
+    from s3rec_tf import run_dir as run_dir_lib
+
+    results = run_dir_lib.read_json(run_dir_lib.path(run, run_dir_lib.RESULTS_FILE))
     return {"run_dir": run, "watched": watched, "results": results}
 
 
 def _epoch_row(run_dir: str, phase: str) -> dict:
+    """The first (the benchmark's only) row of a phase's epochs.csv."""
     from s3rec_tf import run_dir as run_dir_lib
 
-    with open(run_dir_lib.epoch_log(run_dir, phase)) as f:
-        header, row = f.readline().strip().split(","), f.readline().strip().split(",")
-    return {key: float(value) for key, value in zip(header, row) if value not in ("", "NA")}
+    return read_epoch_log(run_dir_lib.epoch_log(run_dir, phase))[0]
 
 
 def export(work: str, run_dir: str, index: str) -> dict:
@@ -321,7 +322,7 @@ def measure(items: int, args) -> dict:
     finetune_row = _epoch_row(trained["run_dir"], "finetune")
     pretrained = args.pretrain_epochs > 0
     pretrain_row = _epoch_row(trained["run_dir"], "pretrain") if pretrained else {}
-    train_seconds = finetune_row["epoch_seconds"] - finetune_row.get("validation_seconds", 0.0)
+    train_seconds = finetune_row["epoch_seconds"] - finetune_row["validation_seconds"]
     num_items, hidden = metadata["num_items"], results["config"]["model"]["hidden_size"]
     indexes = ["brute_force"] + (["scann"] if args.scann else [])
     exports = {index: export(work, trained["run_dir"], index) for index in indexes}
@@ -349,7 +350,10 @@ def measure(items: int, args) -> dict:
         "peak_rss_mb": max(
             phases[p]["peak_rss_mb"] for p in ("pretrain", "finetune") if p in phases
         ),
-        "peak_rss_mb_by_phase": {p: v["peak_rss_mb"] for p, v in phases.items()},
+        # In the order the phases run (stages.json keeps its keys sorted).
+        "peak_rss_mb_by_phase": {
+            name: phases[name]["peak_rss_mb"] for name, _ in PHASE_MARKERS if name in phases
+        },
         # The embedding table [N + 2, d] and Adam's two slots of the same shape, float32.
         "table_and_slots_mb": 3 * (num_items + 2) * hidden * 4 / 2**20,
         "eval_seconds": results["finetune"]["evaluation_seconds"]["test"],
@@ -373,8 +377,7 @@ def measure(items: int, args) -> dict:
 def _export_info(export_dir: str) -> dict:
     from export import saved_model
 
-    with open(os.path.join(export_dir, saved_model.EXPORT_INFO_FILE)) as f:
-        return json.load(f)
+    return jsonfile.read(os.path.join(export_dir, saved_model.EXPORT_INFO_FILE))
 
 
 def _number(value) -> str:
