@@ -8,8 +8,9 @@ Per catalogue size, in `--work_dir/items-N/` (each stage is skipped when its out
 a killed benchmark continues where it stopped):
   1. raw/: `benchmarks.synthetic_data` in the Amazon 2023 format, N items, N x
      --interactions_per_item reviews, popularity exponent --popularity_exponent (long-tailed);
-  2. data/: the Beam job (DirectRunner, 2 processes), `--item_core 1` so that the catalogue the
-     model sees stays near N (users still 5-core), `--dupe_factor 1`;
+  2. data/: the Beam job (DirectRunner, --beam_workers processes; `preprocess_scale.run_job`,
+     which also samples the workers' memory), `--item_core 1` so that the catalogue the model
+     sees stays near N (users still 5-core), `--dupe_factor 1`;
   3. run/: `python -m s3rec_tf.train`, one pretraining epoch and one fine-tuning epoch with
      the catalogue-scale loss (sampled_softmax, popularity proposal, logQ), validation on
      --valid_users users, then the full evaluation of the test split (every user, every item);
@@ -26,7 +27,6 @@ Writes --output (JSON, one row per size) and the markdown beside it.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
@@ -36,11 +36,12 @@ from typing import Optional
 
 import numpy as np
 
-from benchmarks import common, synthetic_data
+from benchmarks import common, preprocess_scale, synthetic_data
 from s3rec_tf import jsonfile
 from s3rec_tf.study.runs import read_epoch_log
 
-REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPORTS = os.path.join(REPO, "reports")
 
 # Log lines of s3rec_tf.train / phases that open a phase, in order.
 PHASE_MARKERS = (
@@ -155,31 +156,20 @@ def make_data(work: str, args, items: int) -> dict:
     data = os.path.join(work, "data")
 
     def preprocess():
-        command = [
-            sys.executable,
-            "-m",
-            "beam_pipelines.preprocess",
-            "--runner=DirectRunner",
-            *(
-                [
-                    "--direct_running_mode=multi_processing",
-                    f"--direct_num_workers={args.beam_workers}",
-                ]
-                if args.beam_workers
-                else ["--direct_running_mode=in_memory"]
-            ),
-            "--reviews",
-            *sorted(glob.glob(os.path.join(raw, "2023", "reviews-*"))),
-            "--metadata",
-            *sorted(glob.glob(os.path.join(raw, "2023", "meta-*"))),
-            "--item_core",
-            "1",
-            "--dupe_factor",
-            "1",
-            "--output",
+        runner = (
+            ["--direct_running_mode=multi_processing", f"--direct_num_workers={args.beam_workers}"]
+            if args.beam_workers
+            else ["--direct_running_mode=in_memory"]
+        )
+        return preprocess_scale.run_job(
+            REPO,
+            os.path.join(raw, "2023", "reviews-*"),
+            os.path.join(raw, "2023", "meta-*"),
             data,
-        ]
-        return run_watched(command, os.path.join(work, "preprocess.log"))
+            runner_flags=runner,
+            job_flags=["--item_core", "1", "--dupe_factor", "1"],
+            log_path=os.path.join(work, "preprocess.log"),
+        )
 
     beam = _stage(work, "beam", preprocess)
     from s3rec_tf import data_files
@@ -334,9 +324,11 @@ def measure(items: int, args) -> dict:
         "interactions": metadata["num_interactions"],
         "users": metadata["num_users"],
         "attributes": metadata["num_attributes"],
-        "beam_seconds": data["beam"]["seconds"],
-        # The DirectRunner's controller process; its SDK workers are processes of their own.
-        "beam_controller_peak_rss_mb": data["beam"]["peak_rss_mb"],
+        "beam_seconds": data["beam"]["wall_seconds"],
+        # The DirectRunner's controller process and the largest of its SDK worker processes
+        # (0: none, the in_memory mode).
+        "beam_controller_peak_rss_mb": data["beam"]["peak_controller_rss_mb"],
+        "beam_worker_peak_rss_mb": data["beam"]["peak_worker_rss_mb"],
         "train_examples": metadata["num_split_examples"]["train"],
         "train_examples_per_second": metadata["num_split_examples"]["train"] / train_seconds,
         "finetune_epoch_seconds": train_seconds,

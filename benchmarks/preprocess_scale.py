@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from benchmarks import synthetic_data
 
@@ -126,8 +127,17 @@ def _digests(root: str) -> dict:
     return found
 
 
-def run_job(checkout: str, reviews: str, metadata: str, output: str) -> dict:
-    """Runs the job of `checkout` once; -> wall seconds, peak RSS of workers and controller."""
+def run_job(
+    checkout: str,
+    reviews: str,
+    metadata: str,
+    output: str,
+    runner_flags=RUNNER_FLAGS,
+    job_flags=(),
+    log_path: Optional[str] = None,
+) -> dict:
+    """Runs the job of `checkout` once (`job_flags` added to its defaults), its output to
+    `log_path` (default OUTPUT.log); -> wall seconds, peak RSS of workers and controller."""
     command = [
         "nice",
         "-n",
@@ -142,10 +152,11 @@ def run_job(checkout: str, reviews: str, metadata: str, output: str) -> dict:
         "--output",
         output,
         "--runner=DirectRunner",
-        *RUNNER_FLAGS,
+        *runner_flags,
+        *job_flags,
     ]
     env = {**os.environ, "PYTHONPATH": checkout}
-    log_path = output.rstrip("/") + ".log"
+    log_path = log_path or output.rstrip("/") + ".log"
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     busy_before = _busy_processes({os.getpid()})
     load_before = os.getloadavg()
