@@ -245,52 +245,51 @@ def export(work: str, run_dir: str, index: str) -> dict:
     return {"dir": out, **record}
 
 
-def test_queries(data_dir: str, size: int, seed: int) -> tuple[list, list]:
+def test_queries(data_dir: str, metadata: dict, size: int, seed: int) -> tuple[list, list]:
     """(histories, targets) as raw ids of `size` test users drawn from `seed` (0: all)."""
-    from s3rec_tf import data_files, schema
+    from s3rec_tf import data as data_lib
+    from s3rec_tf import schema
 
     with open(os.path.join(data_dir, schema.ITEM_VOCAB)) as f:
         raw_ids = np.array([""] + [line.rstrip("\n") for line in f])
+    users = data_lib.user_sample(metadata["num_users"], size, seed)
     histories, targets = [], []
-    for example in data_files.parsed(data_dir, schema.split_prefix("test"), schema.EVAL_FEATURES):
-        histories.append(list(raw_ids[example[schema.HISTORY].numpy()]))
-        targets.append(str(raw_ids[int(example[schema.TARGET])]))
-    if 0 < size < len(targets):
-        chosen = np.sort(np.random.default_rng(seed).choice(len(targets), size, replace=False))
-        histories = [histories[i] for i in chosen]
-        targets = [targets[i] for i in chosen]
+    for batch in data_lib.eval_dataset(data_dir, "test", 256, 1, users=users, cache=False):
+        for history, target in zip(batch[data_lib.HISTORY].numpy(), batch[data_lib.TARGET]):
+            histories.append(list(raw_ids[history[history > 0]]))
+            targets.append(str(raw_ids[int(target)]))
     return histories, targets
 
 
+def _drawer(histories: list, seed: int):
+    """count -> that many of `histories`, drawn from `seed` (the same requests for each index)."""
+    rng = np.random.default_rng(seed)
+    return lambda count: [histories[i] for i in rng.integers(0, len(histories), count)]
+
+
 def serve(exports: dict, histories: list, targets: list, args) -> dict:
-    """Latency, throughput, top-10 of every query, served HR@10, per index."""
+    """Latency and throughput (`serving_speed.benchmark`), the top-10 of every query, served
+    HR@10, per index."""
     import tensorflow as tf
 
-    from benchmarks.serving_speed import as_request, time_calls
+    from benchmarks.serving_speed import as_request, benchmark
     from export import serving
 
-    rng = np.random.default_rng(args.seed + 1)
-    singles = [as_request([histories[i]]) for i in rng.integers(0, len(histories), args.requests)]
-    batches = [
-        as_request([histories[i] for i in rng.integers(0, len(histories), args.batch_size)])
-        for _ in range(args.batches)
-    ]
     results, answers = {}, {}
     for index, export_dir in exports.items():
         if index == "scann":
             import scann  # noqa: F401  (registers ScaNN's ops before loading)
         signature = tf.saved_model.load(export_dir).signatures[serving.SERVING_SIGNATURE]
-        latency = time_calls(signature, singles, warmup=min(20, len(singles))) * 1e3
-        batch_seconds = time_calls(signature, batches, warmup=min(2, len(batches)))
+        timed = benchmark(signature, _drawer(histories, args.seed + 1), args)
         top = []
         for start in range(0, len(histories), args.batch_size):
             chunk = histories[start : start + args.batch_size]
             top.extend(signature(history=as_request(chunk))["item_ids"].numpy().astype(str))
         answers[index] = top
         results[index] = {
-            "p50_ms": float(np.percentile(latency, 50)),
-            "p99_ms": float(np.percentile(latency, 99)),
-            "per_second_batch_256": float(args.batch_size / np.median(batch_seconds)),
+            "p50_ms": timed["latency_ms"]["p50"],
+            "p99_ms": timed["latency_ms"]["p99"],
+            "per_second_batch_256": timed["throughput"]["histories_per_second"],
             "served_test_hr@10": float(np.mean([t in row for t, row in zip(targets, top)])),
         }
     if "scann" in answers:
@@ -316,7 +315,7 @@ def measure(items: int, args) -> dict:
     num_items, hidden = metadata["num_items"], results["config"]["model"]["hidden_size"]
     indexes = ["brute_force"] + (["scann"] if args.scann else [])
     exports = {index: export(work, trained["run_dir"], index) for index in indexes}
-    histories, targets = test_queries(data["data_dir"], args.serve_users, args.seed)
+    histories, targets = test_queries(data["data_dir"], metadata, args.serve_users, args.seed)
     serving = serve({i: e["dir"] for i, e in exports.items()}, histories, targets, args)
     return {
         "items": num_items,
