@@ -45,7 +45,11 @@ def read_lock(lock_file: str) -> tuple:
 def live_holder(lock_file: str) -> Optional[str]:
     """Who holds `lock_file` ("123", or "123 on HOST" for a process of another machine), or None
     when nobody does: no lock, or one left by a process that no longer runs on this host."""
-    pid, holder_host = read_lock(lock_file)
+    return _live(*read_lock(lock_file))
+
+
+def _live(pid: Optional[int], holder_host: str) -> Optional[str]:
+    """`live_holder` of a lock already read."""
     # No host: an older sweep's lock, which held only the PID of a process on this machine.
     elsewhere = holder_host not in ("", socket.gethostname())
     if pid is None or not (elsewhere or process_alive(pid)):
@@ -69,7 +73,7 @@ def hold(directory: str, file_name: str, error: type[Exception], holder: str = "
     with open(mine, "w") as f:
         f.write(f"{os.getpid()} {host}\n")
     try:
-        _take(lock_file, mine, directory, host, error, holder)
+        _take(lock_file, mine, directory, error, holder)
     finally:
         os.remove(mine)
     try:
@@ -79,7 +83,7 @@ def hold(directory: str, file_name: str, error: type[Exception], holder: str = "
             os.remove(lock_file)
 
 
-def _take(lock_file, mine, directory, host, error, holder) -> None:
+def _take(lock_file, mine, directory, error, holder) -> None:
     for _ in range(10):
         try:
             os.link(mine, lock_file)
@@ -87,14 +91,14 @@ def _take(lock_file, mine, directory, host, error, holder) -> None:
         except OSError as e:
             if e.errno != errno.EEXIST:
                 raise
-            taken_by = live_holder(lock_file)
+            pid, holder_host = read_lock(lock_file)  # once: the same holder judged and named
+            taken_by = _live(pid, holder_host)
             if taken_by is not None:
                 raise error(
                     f"{directory} is in use by {holder} {taken_by} (it holds {lock_file}). Wait "
                     "for it to finish or stop it, or choose another --output; a lock left by a "
                     "process that no longer runs does not block."
                 ) from None
-            pid, _ = read_lock(lock_file)
             if pid is not None:
                 logger.info("Taking over %s from process %d, which no longer runs.", lock_file, pid)
             with contextlib.suppress(FileNotFoundError):
