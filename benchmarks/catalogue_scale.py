@@ -254,7 +254,9 @@ def test_queries(data_dir: str, metadata: dict, size: int, seed: int) -> tuple[l
         raw_ids = np.array([""] + [line.rstrip("\n") for line in f])
     users = data_lib.user_sample(metadata["num_users"], size, seed)
     histories, targets = [], []
-    for batch in data_lib.eval_dataset(data_dir, "test", 256, 1, users=users, cache=False):
+    # Only the full histories are read; the model inputs (the last max_seq_length) go unused.
+    test = data_lib.eval_dataset(data_dir, "test", 256, max_seq_length=1, users=users, cache=False)
+    for batch in test:
         for history, target in zip(batch[data_lib.HISTORY].numpy(), batch[data_lib.TARGET]):
             histories.append(list(raw_ids[history[history > 0]]))
             targets.append(str(raw_ids[int(target)]))
