@@ -8,7 +8,13 @@ compile and fill the tf.data cache, then times a second, steady-state epoch (the
 duplicate). It also times the input pipeline alone, reports the padding of the bucketed batches
 and, on the first setting, a profile of one step: the step's parts timed on their own (encoder
 passes, all objectives forward, gradients, the whole step) and the share of op time by op type
-(TensorFlow's profiler).
+(TensorFlow's profiler), in milliseconds per step too (with --inter_op_threads 1 the ops run one
+after another, so their times add up to the step's op time), and how many GFLOP/s TensorFlow's
+matmul reaches at the step's shapes with this process's threads (with what a large matmul reaches
+beside them: how close the step's arithmetic already runs to the machine's peak).
+
+--intra_op_threads / --inter_op_threads (default: the training CLI's for pretraining) and
+--mixed_precision time the same epoch under other thread pools or a 16-bit policy.
 
 With --baseline_commit, the same epoch is timed with that commit's library (a temporary git
 worktree) and with this checkout's, back to back in one invocation, each in its own process with
@@ -28,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORTS = os.path.join(REPO, "reports")
@@ -50,6 +58,20 @@ def parse_args(argv=None):
         "--baseline_commit", help="also time the same epoch with this commit's code (A/B)"
     )
     p.add_argument("--profile_steps", type=int, default=200, help="steps of the profile; 0: none")
+    p.add_argument(
+        "--intra_op_threads",
+        type=int,
+        help="TensorFlow's intra-op threads (default: the training CLI's for pretraining)",
+    )
+    p.add_argument(
+        "--inter_op_threads", type=int, default=0, help="inter-op threads (0: TensorFlow's)"
+    )
+    p.add_argument(
+        "--mixed_precision",
+        default="off",
+        choices=("off", "mixed_float16", "mixed_bfloat16"),
+        help="Keras dtype policy of the timed models",
+    )
     # Internal: the library to time (a checkout's root); the A/B runs this script with each.
     # It then writes the measurement alone to --report, as JSON.
     p.add_argument("--code", help=argparse.SUPPRESS)
@@ -160,15 +182,87 @@ def profile_step(config, metadata, item_attributes, data, steps: int) -> dict:
 
     step = tf.function(model.train_step, reduce_retracing=True)
     logdir = tempfile.mkdtemp(prefix="pretrain_profile_")
-    tf.profiler.experimental.start(logdir)
-    for b in batches[:50]:
+    profiled = batches[:50]
+    for b in profiled:  # traced before the profiler starts
         step(b)
+    tf.profiler.experimental.start(logdir)
+    start = time.perf_counter()
+    for b in profiled:
+        step(b)
+    wall = (time.perf_counter() - start) / len(profiled) * 1000
     tf.profiler.experimental.stop()
-    return {"ms_per_step": timings, "op_time_share": _op_shares(logdir)}
+    op_ms = _op_ms(logdir, len(profiled))
+    total = sum(op_ms.values())
+    top = dict(collections.Counter(op_ms).most_common(12))
+    return {
+        "ms_per_step": timings,
+        "profiled_steps": len(profiled),
+        # Under the profiler, which slows the step a little.
+        "profiled_wall_ms_per_step": wall,
+        "op_ms_per_step": {**top, "other": total - sum(top.values()), "total": total},
+        "op_time_share": {
+            **{op: round(ms / total, 4) for op, ms in top.items()},
+            "other": round(1 - sum(top.values()) / total, 4),
+        },
+        "matmul_gflops": matmul_rates(
+            batches, config.model.hidden_size, int(model.heads.num_attributes)
+        ),
+    }
 
 
-def _op_shares(logdir: str) -> dict:
-    """Share of the profiled kernels' time by op type (the top 12, the rest as "other")."""
+def matmul_rates(batches, hidden: int, attributes: int, repeats: int = 20) -> dict:
+    """GFLOP/s of `tf.matmul` at the pretraining step's shapes (rows: the mean padded positions
+    of `batches`; the three segment sequences stacked), each timed inside one graph of `repeats`
+    independent products (no per-call dispatch), with this process's threads; and of a large
+    product, near what the cores can do."""
+    tf, _, _, schema, _, _ = _lib()
+    rows = int(np.mean([int(tf.size(b[schema.PRETRAIN_SEQUENCES[0]])) for b in batches]))
+    shapes = {
+        f"[{rows},{hidden}]x[{hidden},{hidden}] (attention projection, item pass)": (
+            rows,
+            hidden,
+            hidden,
+        ),
+        f"[{3 * rows},{hidden}]x[{hidden},{hidden}] (the same, segment pass)": (
+            3 * rows,
+            hidden,
+            hidden,
+        ),
+        f"[{rows},{hidden}]x[{hidden},{4 * hidden}] (feed-forward in)": (rows, hidden, 4 * hidden),
+        f"[{rows},{4 * hidden}]x[{4 * hidden},{hidden}] (feed-forward out)": (
+            rows,
+            4 * hidden,
+            hidden,
+        ),
+        f"[{rows},{hidden}]x[{hidden},{attributes}] (AAP / MAP scores)": (
+            rows,
+            hidden,
+            attributes,
+        ),
+        "[4000,256]x[256,4000] (large)": (4000, 256, 4000),
+    }
+    rates = {}
+    for name, (m, k, n) in shapes.items():
+        count = repeats if m * n < 10**6 else 2
+        a = tf.random.stateless_normal([m, k], seed=[0, 1])
+        bs = [tf.random.stateless_normal([k, n], seed=[1, i]) for i in range(count)]
+
+        @tf.function
+        def products(a, bs=bs):
+            # A slice of each product keeps every matmul alive without summing whole outputs.
+            return tf.add_n([tf.reduce_sum(tf.matmul(a, b)[:1]) for b in bs])
+
+        products(a)
+        start = time.perf_counter()
+        for _ in range(5):
+            products(a)
+        seconds = (time.perf_counter() - start) / (5 * count)
+        rates[name] = 2 * m * k * n / seconds / 1e9
+    return rates
+
+
+def _op_ms(logdir: str, steps: int) -> dict:
+    """Milliseconds per step of the profiled kernels, by op type."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     path = sorted(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True))[-1]
@@ -189,11 +283,7 @@ def _op_shares(logdir: str) -> dict:
     # Executor and function-call events wrap the kernels; only the kernels are shared out.
     for wrapper in ("Process", "Run"):
         by_type.pop(wrapper, None)
-    total = sum(by_type.values()) or 1
-    top = dict(by_type.most_common(12))
-    shares = {op: round(ps / total, 4) for op, ps in top.items()}
-    shares["other"] = round(1 - sum(shares.values()), 4)
-    return shares
+    return {op: ps / 1e9 / steps for op, ps in by_type.items()}
 
 
 def measure(args) -> dict:
@@ -213,7 +303,15 @@ def _measure(args) -> dict:
         data_files = data_lib
     # As `python -m s3rec_tf.train` runs pretraining (code from before the setting had none).
     if hasattr(runtime, "configure_threads"):
-        runtime.configure_threads(runtime.PRETRAINING_INTRA_OP_THREADS)
+        intra_op = args.intra_op_threads
+        if intra_op is None:
+            intra_op = runtime.PRETRAINING_INTRA_OP_THREADS
+        runtime.configure_threads(intra_op, args.inter_op_threads)
+    elif args.intra_op_threads is not None or args.inter_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads or 0)
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if args.mixed_precision != "off":
+        tf.keras.mixed_precision.set_global_policy(args.mixed_precision)
     config = config_lib.Config().replace(**{"pretrain.batch_size": args.batch_size}).validate()
     metadata = data_files.read_metadata(args.data)
     item_attributes = data_files.load_item_attributes(
@@ -253,6 +351,7 @@ def _measure(args) -> dict:
             "dupe_factor": metadata["dupe_factor"],
         },
         "batch_size": args.batch_size,
+        "mixed_precision": args.mixed_precision,
         "threads": {
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -294,7 +393,11 @@ def _measure_in_process(args, code: str, profile_steps: int) -> dict:
             *("--data", args.data, "--report", report, "--code", code),
             *("--batch_size", str(args.batch_size), "--epochs", str(args.epochs)),
             *("--settings", args.settings, "--profile_steps", str(profile_steps)),
+            *("--inter_op_threads", str(args.inter_op_threads)),
+            *("--mixed_precision", args.mixed_precision),
         ]
+        if args.intra_op_threads is not None:
+            command += ["--intra_op_threads", str(args.intra_op_threads)]
         subprocess.run(command, check=True)
         with open(report) as f:
             return json.load(f)
@@ -329,8 +432,17 @@ def markdown(report: dict) -> str:
     lines = ["# Pretraining speed (Beauty)", ""]
     lines.append(
         f"Machine: {report['machine']}. Batch {report['batch_size']}, "
-        f"{report['batches_per_epoch']} batches per epoch; threads {report['threads']}."
+        f"{report['batches_per_epoch']} batches per epoch; threads {report['threads']}; "
+        f"dtype policy {report.get('mixed_precision', 'off')}."
     )
+    if "ab" not in report:
+        lines += [
+            "",
+            f"Seconds per epoch (timed, after a warm-up): **{report['epoch_seconds']:.1f}** "
+            f"(all epochs: "
+            + ", ".join(f"{s:.1f}" for s in report["settings"][0]["epoch_seconds_all"])
+            + ").",
+        ]
     if "ab" in report:
         a = report["ab"]
         lines += [
@@ -350,8 +462,25 @@ def markdown(report: dict) -> str:
         profile = report["profile"]
         lines += ["", "Where a step's time goes (ms per step, each part timed on its own):", ""]
         lines += [f"- {k}: {v:.1f}" for k, v in profile["ms_per_step"].items()]
-        lines += ["", "Share of op time by op type (TensorFlow profiler, 50 steps):", ""]
-        lines += [f"- {k}: {100 * v:.1f} %" for k, v in profile["op_time_share"].items()]
+        if "op_ms_per_step" in profile:
+            lines += [
+                "",
+                f"Op time by op type, ms per step (TensorFlow profiler, "
+                f"{profile['profiled_steps']} steps; wall time under the profiler "
+                f"{profile['profiled_wall_ms_per_step']:.1f} ms per step):",
+                "",
+                "| op | ms per step | share |",
+                "|---|---|---|",
+            ]
+            shares = profile["op_time_share"]
+            for op, ms in profile["op_ms_per_step"].items():
+                share = f"{100 * shares[op]:.1f} %" if op in shares else ""
+                lines.append(f"| {op} | {ms:.2f} | {share} |")
+            lines += ["", "`tf.matmul` at the step's shapes, GFLOP/s (one graph, no dispatch):", ""]
+            lines += [f"- {k}: {v:.1f}" for k, v in profile["matmul_gflops"].items()]
+        else:
+            lines += ["", "Share of op time by op type (TensorFlow profiler, 50 steps):", ""]
+            lines += [f"- {k}: {100 * v:.1f} %" for k, v in profile["op_time_share"].items()]
     return "\n".join(lines) + "\n"
 
 
