@@ -18,6 +18,9 @@ def test_a_tiny_catalogue_end_to_end_then_resumed(tmp_path):
         "--items", "300", "--interactions_per_item", "10", "--shards", "2",
         "--serve_users", "0", "--requests", "10", "--batches", "2", "--valid_users", "20",
         "--work_dir", str(work), "--output", str(tmp_path / "scale.json"),
+        # Beam's in-memory runner: the multi-process one is the Beam tests' (its start alone
+        # doubled this test's Beam stage).
+        "--beam_workers", "0",
     ]  # fmt: skip
     if not serving.scann_available():
         argv.append("--no_scann")
