@@ -170,9 +170,9 @@ def profile_step(config, metadata, item_attributes, data, steps: int) -> dict:
         "forward_and_gradients": gradients,
         "train_step": model.train_step,
     }
-    timings = {}
+    timings, traced = {}, {}
     for name, fn in parts.items():
-        fn = tf.function(fn, reduce_retracing=True)
+        fn = traced[name] = tf.function(fn, reduce_retracing=True)
         for b in batches:
             fn(b)
         start = time.perf_counter()
@@ -180,11 +180,10 @@ def profile_step(config, metadata, item_attributes, data, steps: int) -> dict:
             fn(b)
         timings[name] = (time.perf_counter() - start) / len(batches) * 1000
 
-    step = tf.function(model.train_step, reduce_retracing=True)
+    # The whole step's function, already traced for these batches above.
+    step = traced["train_step"]
     logdir = tempfile.mkdtemp(prefix="pretrain_profile_")
     profiled = batches[:50]
-    for b in profiled:  # traced before the profiler starts
-        step(b)
     tf.profiler.experimental.start(logdir)
     start = time.perf_counter()
     for b in profiled:
@@ -446,25 +445,21 @@ def markdown(report: dict) -> str:
         profile = report["profile"]
         lines += ["", "Where a step's time goes (ms per step, each part timed on its own):", ""]
         lines += [f"- {k}: {v:.1f}" for k, v in profile["ms_per_step"].items()]
-        if "op_ms_per_step" in profile:
-            lines += [
-                "",
-                f"Op time by op type, ms per step (TensorFlow profiler, "
-                f"{profile['profiled_steps']} steps; wall time under the profiler "
-                f"{profile['profiled_wall_ms_per_step']:.1f} ms per step):",
-                "",
-                "| op | ms per step | share |",
-                "|---|---|---|",
-            ]
-            shares = profile["op_time_share"]
-            for op, ms in profile["op_ms_per_step"].items():
-                share = f"{100 * shares[op]:.1f} %" if op in shares else ""
-                lines.append(f"| {op} | {ms:.2f} | {share} |")
-            lines += ["", "`tf.matmul` at the step's shapes, GFLOP/s (one graph, no dispatch):", ""]
-            lines += [f"- {k}: {v:.1f}" for k, v in profile["matmul_gflops"].items()]
-        else:
-            lines += ["", "Share of op time by op type (TensorFlow profiler, 50 steps):", ""]
-            lines += [f"- {k}: {100 * v:.1f} %" for k, v in profile["op_time_share"].items()]
+        lines += [
+            "",
+            f"Op time by op type, ms per step (TensorFlow profiler, "
+            f"{profile['profiled_steps']} steps; wall time under the profiler "
+            f"{profile['profiled_wall_ms_per_step']:.1f} ms per step):",
+            "",
+            "| op | ms per step | share |",
+            "|---|---|---|",
+        ]
+        shares = profile["op_time_share"]
+        for op, ms in profile["op_ms_per_step"].items():
+            share = f"{100 * shares[op]:.1f} %" if op in shares else ""
+            lines.append(f"| {op} | {ms:.2f} | {share} |")
+        lines += ["", "`tf.matmul` at the step's shapes, GFLOP/s (one graph, no dispatch):", ""]
+        lines += [f"- {k}: {v:.1f}" for k, v in profile["matmul_gflops"].items()]
     return "\n".join(lines) + "\n"
 
 
