@@ -217,7 +217,7 @@ def test_2023_sample_gives_the_2014_sample_outputs(sample_2014, tmp_path, input_
     ):
         assert metadata[key] == expected[key], key
     # Training's checks before any work accept it. The data files are the 2014 sample's bytes,
-    # and training on the job's output of that sample is tested in test_beam_to_training.py.
+    # and training on the job's output of that sample is tested in test_packaging.py.
     config = config_lib.load("sample").replace(**{"data.data_dir": str(out)}).validate()
     assert phases.check_inputs(config) == metadata
 

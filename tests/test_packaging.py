@@ -96,6 +96,13 @@ def test_installed_package_runs_the_readme_command_from_another_directory(tmp_pa
     assert len(cached) == 1
     results = json.load(open(elsewhere / "runs" / "sample" / "results.json"))
     assert results["config"]["data"]["data_dir"] == str(cache / cached[0])
+    # The Beam job's output is what trained: its metadata, copied into the run, and every test
+    # user evaluated (the metrics are multiples of 1/496).
+    metadata = json.load(open(cache / cached[0] / "metadata.json"))
+    assert metadata["num_users"] == 496 and metadata["num_items"] == 310
+    assert json.load(open(elsewhere / "runs" / "sample" / "data_metadata.json")) == metadata
+    hits = results["test"]["sampled"]["hr@20"] * metadata["num_users"]
+    assert abs(hits - round(hits)) < 1e-3 and round(hits) > 0
     assert results["config"]["model"]["aap_rank"] == 16
     # The installed sample preset: 10 pretraining epochs, up to 30 of fine-tuning, patience 5.
     assert results["config"]["finetune"]["patience"] == 5
