@@ -14,8 +14,9 @@ written by `python -m s3rec_tf.train` and read by the export, the sweep and the 
   results.json              everything above summed up, written last
   run.lock                  the PID of the process training in the directory, while it runs
 
-A rerun of the same command continues the run (`check_resumable` says what it may change); a
-second process is refused while the first holds the lock (`lock`).
+A rerun of the same command continues the run (`check_resumable` says what it may change; a
+longer pretraining moves the earlier fine-tuning to `finetune-after-{N}-pretrain-epochs/` and
+fine-tunes again); a second process is refused while the first holds the lock (`lock`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import json
 import logging
 import posixpath
+from typing import Optional
 
 import tensorflow as tf
 
@@ -183,10 +185,50 @@ def check_resumable(run_dir: str, config: config_lib.Config, metadata: dict) -> 
         )
 
 
+# What fine-tuning leaves in a run directory: it belongs to the pretrained encoder it started from.
+FINETUNING_FILES = (RESULTS_FILE, "finetune", "final", posixpath.join(LOGS_DIR, "finetune"))
+
+
+def archive_finetuning(run_dir: str, pretrain_epochs: int) -> str:
+    """Moves the fine-tuning of a `pretrain_epochs`-epoch encoder aside, into
+    `finetune-after-{pretrain_epochs}-pretrain-epochs/` (results.json, finetune/, final/,
+    logs_finetune/), so that a longer pretraining is fine-tuned afresh; returns that directory."""
+    target = path(run_dir, f"finetune-after-{pretrain_epochs}-pretrain-epochs")
+    if tf.io.gfile.exists(target):
+        raise RunDirError(f"{target} exists: a fine-tuning of that pretraining is there already.")
+    tf.io.gfile.makedirs(target)
+    for name in FINETUNING_FILES:
+        if tf.io.gfile.exists(path(run_dir, name)):
+            tf.io.gfile.rename(path(run_dir, name), path(target, name.replace("/", "_")))
+    return target
+
+
+def pretraining_grows_under_finetuning(run_dir: str, config: config_lib.Config) -> Optional[int]:
+    """The epochs of the pretraining that `run_dir`'s fine-tuning started from, when `config`
+    pretrains longer than that (the fine-tuning no longer belongs to the run); else None."""
+    if not config.pretrains:
+        return None
+    done = callbacks_lib.checkpoint_progress(checkpoint_dir(run_dir, "pretrain"))["epochs_done"]
+    started = any(tf.io.gfile.exists(path(run_dir, name)) for name in FINETUNING_FILES)
+    return done if started and 0 < done < config.pretrain.epochs else None
+
+
 def start(run_dir: str, config: config_lib.Config, metadata: dict) -> None:
-    """Checks that the run may continue in `run_dir` (`check_resumable`), then records the
+    """Checks that the run may continue in `run_dir` (`check_resumable`), moves aside a
+    fine-tuning whose pretraining is to be extended (`archive_finetuning`), then records the
     config and the data it runs with (config.json, data_metadata.json)."""
     check_resumable(run_dir, config, metadata)
+    pretrained = pretraining_grows_under_finetuning(run_dir, config)
+    if pretrained is not None:
+        moved = archive_finetuning(run_dir, pretrained)
+        logger.warning(
+            "Pretraining continues from %d to %d epochs: the fine-tuning of the %d-epoch encoder "
+            "moved to %s; fine-tuning starts again once pretraining ends.",
+            pretrained,
+            config.pretrain.epochs,
+            pretrained,
+            moved,
+        )
     config_lib.save(config, path(run_dir, CONFIG_FILE))
     jsonfile.write(path(run_dir, DATA_METADATA_FILE), metadata)
 

@@ -16,6 +16,7 @@ from scipy import stats
 
 from s3rec_tf import config as config_lib
 from s3rec_tf import lockfile
+from s3rec_tf import run_dir as run_dir_lib
 from s3rec_tf.study import processes, report, sweep
 from s3rec_tf.study import runs as runs_lib
 
@@ -95,7 +96,7 @@ def test_a_finished_run_with_other_settings_stops_the_sweep_and_a_longer_pretrai
     directory = _finished_run(tmp_path, run, wanted.replace(**{"pretrain.epochs": 30}))
     os.makedirs(os.path.join(directory, "finetune", "checkpoints"))
     assert sweep.check_finished_runs(str(tmp_path), [run], {run: wanted}) == [run]
-    moved = runs_lib.archive_finetuning(directory, 30)
+    moved = run_dir_lib.archive_finetuning(directory, 30)
     assert moved.endswith("finetune-after-30-pretrain-epochs")
     assert sorted(os.listdir(moved)) == ["finetune", "results.json"]
     assert not os.path.exists(os.path.join(directory, "results.json"))

@@ -101,8 +101,15 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, finished_run, tm
     assert second["pretrain"]["seconds_this_run"] >= seconds[2]
     assert second["pretrain"]["seconds_this_run"] < sum(seconds)
     assert second["wall_seconds"]["pretrain"] == second["pretrain"]["seconds"]
+    # The fine-tuning of the 2-epoch encoder is moved aside, not continued from the longer
+    # pretraining's (that would splice two experiments): fine-tuning starts again.
+    archived = run / "finetune-after-2-pretrain-epochs"
+    assert sorted(os.listdir(archived)) == ["final", "finetune", "logs_finetune", "results.json"]
+    assert json.load(open(archived / "results.json"))["test"] == first["test"]
+    before = _read_csv(archived / "finetune" / "epochs.csv")
     finetune_log = _read_csv(run / "finetune" / "epochs.csv")
-    assert [int(r["epoch"]) for r in finetune_log] == [0, 1, 2]
+    assert [int(r["epoch"]) for r in finetune_log] == [0, 1, 2] and len(before) == 2
+    assert finetune_log[0]["loss"] != before[0]["loss"]
     assert "val_sampled_mrr" in finetune_log[0]
     # The validation pass inside each epoch is timed apart (training speed = the rest).
     for row in finetune_log:

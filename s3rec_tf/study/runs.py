@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import shutil
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -154,17 +153,6 @@ def read_epoch_log(path: str) -> list[dict]:
                 parsed[key] = None
         out.append(parsed)
     return out
-
-
-def archive_finetuning(directory: str, pretrain_epochs: int) -> str:
-    """Moves a finished run's fine-tuning aside so that a longer pretraining can be fine-tuned."""
-    target = os.path.join(directory, f"finetune-after-{pretrain_epochs}-pretrain-epochs")
-    os.makedirs(target, exist_ok=False)
-    for name in ("results.json", "finetune", "final", "logs/finetune"):
-        source = os.path.join(directory, name)
-        if os.path.exists(source):
-            shutil.move(source, os.path.join(target, name.replace("/", "_")))
-    return target
 
 
 def finished_here(output: str, run: Run) -> bool:

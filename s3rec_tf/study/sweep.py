@@ -61,7 +61,6 @@ from s3rec_tf.study.runs import (
     Rank,
     Run,
     SweepError,
-    archive_finetuning,
     finished_here,
     parse_rank,
     parse_seeds,
@@ -515,9 +514,11 @@ def next_run(
 
 
 def _sweep(args, runs, train_flags, configs, meta) -> int:
+    from s3rec_tf import run_dir as run_dir_lib
+
     output = args.output
     for run in check_finished_runs(output, runs, configs):
-        moved = archive_finetuning(
+        moved = run_dir_lib.archive_finetuning(
             run_dir(output, run),
             jsonfile.read(os.path.join(run_dir(output, run), "results.json"))["config"]["pretrain"][
                 "epochs"
