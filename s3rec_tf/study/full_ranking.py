@@ -370,7 +370,7 @@ def markdown(runs, sweeps) -> str:
         "## Sweeps",
         "",
         *[
-            f"- `{s['path']}`: {s['runs']} runs finished"
+            f"- `{s['path']}`: {s['runs']} run{'s' if s['runs'] != 1 else ''} finished"
             + (f", pending {', '.join(s['pending'])}" if s["pending"] else "")
             + f"; `{' '.join(s['command'] or [])}`"
             for s in sweeps
