@@ -474,9 +474,9 @@ def test_every_run_row_gives_its_epoch_times_and_how_many_runs_shared_the_cores(
 
 
 def _sweep_command(out):
-    # Two seeds of one rank, one of another and SASRec: the fewest runs that show seeds and
-    # ranks apart, the report's paired rows and the baseline.
-    ranks = ["--ranks", "4", "full", "--seeds", "4:2", "full:1", "none:1"]
+    # Two seeds of one rank and SASRec: the fewest runs that show seeds apart, the report's
+    # paired rows and the baseline.
+    ranks = ["--ranks", "4", "--seeds", "4:2", "none:1"]
     return [sys.executable, "-m", "s3rec_tf.sweep", *ranks, "--output", str(out),
             "--poll_seconds", "0.5", *TINY]  # fmt: skip
 
@@ -494,10 +494,10 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     # The runs use the bundled sample's shared cache (built once under a lock, test_run_edges):
     # a cold cache of its own would only add a Beam job to the suite's longest test.
     first_run = runs_lib.run_dir(str(out), runs_lib.Run(4, 1))
-    second_run = runs_lib.run_dir(str(out), runs_lib.Run("full", 1))
+    second_run = runs_lib.run_dir(str(out), runs_lib.Run("none", 1))
     process = subprocess.Popen(_sweep_command(out), cwd=REPO, stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    # Kill once the first run has finished and the second one has started its pretraining.
+    # Kill once the first run has finished and the second one has started.
     while not (
         os.path.exists(os.path.join(first_run, "results.json"))
         and os.path.exists(os.path.join(second_run, "train.log"))
@@ -519,15 +519,15 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     capsys.readouterr()
     assert sweep.main(_sweep_command(out)[3:]) == 0
     done = capsys.readouterr().out
-    assert "4 runs, 1 finished, 3 to do" in done
+    assert "3 runs, 1 finished, 2 to do" in done
     assert open(os.path.join(first_run, "results.json"), "rb").read() == finished_bytes
     assert _invocations(first_run) == 1 and _invocations(second_run) == 2
-    assert "[2/4 rank full seed 1] pretrain epoch 1/1" in done
+    assert "[2/3 SASRec seed 1] finetune epoch 1/1" in done
 
     result = json.load(open(out / "sweep.json"))
     assert result["pending"] == []
     by_name = {r["name"]: r for r in result["runs"]}
-    assert sorted(by_name) == ["r4-s1", "r4-s2", "rfull-s1", "sasrec-s1"]
+    assert sorted(by_name) == ["r4-s1", "r4-s2", "sasrec-s1"]
     for entry in by_name.values():
         run_results = json.load(open(out / entry["run_dir"] / "results.json"))
         assert entry["test"] == run_results["test"] and entry["valid"] == run_results["valid"]
@@ -540,7 +540,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         )
     assert by_name["r4-s1"]["parameters"]["aap"] == 2 * 16 * 4
     assert by_name["r4-s1"]["parameters"]["aap_reduction_vs_full"] == 0.5
-    assert by_name["rfull-s1"]["parameters"]["map"] == 16 * 16
+    assert by_name["r4-s1"]["parameters"]["map"] == 2 * 16 * 4
     assert by_name["sasrec-s1"]["pretrain_epochs"] == 0 and by_name["sasrec-s1"]["rank"] == "none"
     assert by_name["sasrec-s1"]["config"]["no_pretrain"] is True
     assert set(by_name["r4-s2"]["pretrain_curve"]) == {
@@ -553,11 +553,11 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     assert by_name["r4-s1"]["test"] != by_name["r4-s2"]["test"]
 
     assert sweep.main(_sweep_command(out)[3:]) == 0
-    assert "4 runs, 4 finished, 0 to do" in capsys.readouterr().out
+    assert "3 runs, 3 finished, 0 to do" in capsys.readouterr().out
 
     report.main([str(out)])
     text = (out / "sweep.md").read_text()
-    assert "| r = 4 | 2 |" in text and "| full rank | 1 |" in text and "| SASRec | 1 |" in text
+    assert "| r = 4 | 2 |" in text and "| SASRec | 1 |" in text
     for name in report.PLOTS:
         assert (out / name).stat().st_size > 1000
 
@@ -568,7 +568,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     capsys.readouterr()
     assert sweep.main(_sweep_command(elsewhere)[3:] + ["--carry_over", str(record)]) == 0
     moved = capsys.readouterr().out
-    assert f"4 runs, 4 finished (4 carried over from {record}), 0 to do" in moved, moved
+    assert f"3 runs, 3 finished (3 carried over from {record}), 0 to do" in moved, moved
     assert os.listdir(elsewhere / "runs") == []
     carried = json.load(open(elsewhere / "sweep.json"))
     assert carried["runs"] == json.load(open(record))["runs"] and carried["pending"] == []
@@ -581,7 +581,7 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
     ):
         assert sweep.main(_sweep_command(directory)[3:] + extra + ["--status"]) == 0
         text = capsys.readouterr().out
-        assert text.startswith(f"4 of 4 runs finished ({directory}, "), text
+        assert text.startswith(f"3 of 3 runs finished ({directory}, "), text
         r4 = by_name["r4-s1"]
         row = (
             f"| r4-s1 | {state} | 1 | {r4['finetune_epochs']['run']} (best "
@@ -590,13 +590,13 @@ def test_sweep_and_report_end_to_end_resuming_after_a_kill_without_rerunning_fin
         assert row in text, text
     assert os.listdir(elsewhere / "runs") == []
 
-    # Another loss over the same pretraining: fine-tuned from rfull-s1's encoder, no pretraining.
+    # Another loss over the same pretraining: fine-tuned from r4-s1's encoder, no pretraining.
     ce = tmp_path / "ce"
-    command = ["--ranks", "full", "--seeds", "1", "--no_sasrec", "--pretrained_from", str(out),
+    command = ["--ranks", "4", "--seeds", "1", "--no_sasrec", "--pretrained_from", str(out),
                "--loss", "ce", "--output", str(ce), "--poll_seconds", "0.5", *TINY]  # fmt: skip
     assert sweep.main(command) == 0, capsys.readouterr().out
     entry = json.load(open(ce / "sweep.json"))["runs"][0]
-    source = by_name["rfull-s1"]
+    source = by_name["r4-s1"]
     assert entry["pretrained_from"]["run_dir"] == os.path.abspath(out / source["run_dir"])
     assert entry["pretrain_curve"] == source["pretrain_curve"] and entry["pretrain_epochs"] == 1
     assert entry["config"]["finetune"]["loss"] == "ce" and entry["test"] != source["test"]
@@ -620,7 +620,7 @@ def test_a_terminated_sweep_stops_its_runs_and_says_where_they_stand(tmp_path, s
     process.send_signal(signum)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, output
-    assert "[1/4 rank 4 seed 1] stopped before its first epoch" in output, output
+    assert "[1/3 rank 4 seed 1] stopped before its first epoch" in output, output
     assert output.rstrip().endswith(
         f"sweep {out}: stopped by {signum.name}; the same command continues every unfinished "
         "run from its last finished epoch"
