@@ -32,7 +32,10 @@ setup(
         # setuptools: tests/test_packaging.py builds the project without build isolation, with
         # this environment's setuptools, which from 70.1 on builds wheels without the `wheel`
         # package (a fresh Python 3.11 venv comes with setuptools 65.5).
-        "test": ["pytest>=9", "pytest-xdist>=3.5", "ruff==0.17.*", "setuptools>=70.1"],
+        # pytest < 9.2: from 9.2 on, pytest-xdist 3.8's --dist loadgroup silently stops grouping
+        # (pytest-xdist#1386), and the suite's shared fixtures are built once per worker
+        # (tests/test_suite_ends.py checks it).
+        "test": ["pytest>=9,<9.2", "pytest-xdist>=3.5", "ruff==0.17.*", "setuptools>=70.1"],
         "scann": ["scann[tf]==1.4.2"],
     },
 )

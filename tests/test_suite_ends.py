@@ -75,3 +75,25 @@ def test_a_hanging_test_is_stopped_by_the_timeout(tmp_path):
     assert "Timeout (0:00:05)!" in out.stderr, out.stderr[-3000:]
     assert "in test_hangs" in out.stderr  # the hanging frame is in the dump
     assert seconds < 120
+
+
+ONE_GROUP = """
+import os
+import pytest
+
+@pytest.mark.xdist_group("one")
+@pytest.mark.parametrize("i", range(6))
+def test_grouped(i):
+    with open(f"worker-{i}", "w") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"])
+"""
+
+
+def test_tests_of_one_xdist_group_run_on_one_worker(tmp_path):
+    """The suite's shared module fixtures are built once only if loadgroup keeps a group on one
+    worker. pytest 9.2 broke that silently (pytest-xdist#1386: the group travels in the node id,
+    which xdist 3.8 can no longer change), and every fixture was built once per worker."""
+    out, _ = _run(tmp_path, {"test_one_group.py": ONE_GROUP, "test_ungrouped.py": UNGROUPED})
+    assert out.returncode == 0, out.stdout[-3000:]
+    workers = {(tmp_path / f"worker-{i}").read_text() for i in range(6)}
+    assert len(workers) == 1, workers
