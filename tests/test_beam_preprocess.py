@@ -272,8 +272,6 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
         8,
         "--num_shards",
         2,
-        "--dupe_factor",
-        2,
     )
 
     kept_items = {i for items in expected.values() for i in items}
@@ -289,7 +287,7 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
             bad_lines_per_kind=bad_lines,
         )
         out = tmp_path / name
-        _raw_job(raw, out, "--dupe_factor", 2)
+        _raw_job(raw, out)
         outputs[name] = tree_bytes(out)
         with open(out / schema.METADATA_FILE) as f:
             metadata = json.load(f)
