@@ -81,7 +81,7 @@ def _phase_callbacks(state, run_dir: str, phase: str, strategy) -> list:
     callbacks = [
         tf.keras.callbacks.TerminateOnNaN(),
         state,
-        tf.keras.callbacks.TensorBoard(
+        callbacks_lib.PhaseTensorBoard(
             run_dir_lib.tensorboard_dir(run_dir, phase), update_freq="epoch"
         ),
     ]

@@ -178,6 +178,9 @@ def sample_data_dir() -> str:
                     *("--reviews", os.path.join(raw, "reviews_Sample_5.json.gz")),
                     *("--metadata", os.path.join(raw, "meta_Sample.json.gz")),
                     *("--output", out, "--dupe_factor", "2"),
+                    # The sample is 5-core by construction: k-core's first round removes
+                    # nothing, and the default 20 unrolled rounds would only add Beam stages.
+                    *("--kcore_max_rounds", "1"),
                 ]
             )
     return out

@@ -50,7 +50,9 @@ def s3rec_input(tmp_path_factory):
 
 
 def _run_job(*args):
-    preprocess.run([str(a) for a in args])
+    # The inputs here need 2 k-core rounds; the job's default 20 unrolled rounds would only add
+    # empty Beam stages (about 4 s per job). Too few rounds fail the job, naming the flag.
+    preprocess.run([str(a) for a in ("--kcore_max_rounds", 3, *args)])
 
 
 def _parse(directory, prefix, features):
@@ -158,6 +160,7 @@ def test_missing_inputs_exit_naming_the_glob(tmp_path, capsys):
     assert f"--sequences {glob!r} matches no files" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_s3rec_job(s3rec_input, tmp_path):
     directory, expected, item2attributes = s3rec_input
     out = tmp_path / "out"
@@ -256,6 +259,7 @@ def _raw_job(raw, out, *extra):
     )
 
 
+@pytest.mark.slow
 def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
     directory, expected, item2attributes = s3rec_input
     s3rec_out = tmp_path / "s3rec"
@@ -325,6 +329,7 @@ def test_raw_round_trip_with_bad_lines(s3rec_input, tmp_path):
     assert all(letter["file"].endswith(".json.gz") and letter["line"] for letter in letters)
 
 
+@pytest.mark.slow
 def test_deterministic_across_runner_parallelism(s3rec_input, tmp_path):
     directory, _, _ = s3rec_input
     raw = raw_format.write_raw_amazon(

@@ -164,6 +164,7 @@ def _random_graph(seed):
     ]
 
 
+@pytest.mark.slow
 def test_distributed_kcore_equals_the_reference_on_random_graphs_and_chains():
     """The unrolled rounds give `algorithms.kcore`'s histories and stats: random power-law graphs
     (several cores), a chain that needs many rounds (peeled one user per end and round) and a

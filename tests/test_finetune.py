@@ -181,6 +181,7 @@ def test_scores_are_last_position_times_item_table():
     "loss, loss_config",
     [("bce", None), ("ce", None), ("sampled_softmax", {"num_samples": 16, "seed": 1})],
 )
+@pytest.mark.slow
 def test_training_learns_and_beats_popularity(tmp_path, loss, loss_config):
     """On ring-structured sequences the next item is predictable: loss falls, HR@5 is high."""
     metadata, sequences = small_dataset(

@@ -277,6 +277,7 @@ def test_jit_compiled_evaluation_equals_the_gathered_one():
         np.testing.assert_allclose(compiled[key], value, rtol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
 def test_a_few_hundred_steps_make_every_objective_fall():
     tf.keras.utils.set_random_seed(11)
     num_items, num_attributes = 40, 8

@@ -26,6 +26,7 @@ def _command(data_dir, run, *extra):
     return [sys.executable, "-m", "s3rec_tf.train", *flags]
 
 
+@pytest.mark.slow
 def test_a_truncated_shard_stops_with_the_file_and_how_to_rebuild(data_dir, tmp_path):
     damaged = tmp_path / "data"
     subprocess.run(["cp", "-r", data_dir, str(damaged)], check=True)

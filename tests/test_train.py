@@ -36,8 +36,19 @@ def finished_run(data_dir, tmp_path_factory):
 
 # Settings of `finished_run` that a rerun must repeat to continue it (run_dir.RESUMABLE_CHANGES).
 FINISHED_RUN_FLAGS = ["--rank", "4", "--valid_users", "9"]
-# The tests reading `finished_run` go to one xdist worker, which trains it once.
-SHARES_THE_RUN = pytest.mark.xdist_group("finished_run")
+
+
+def shares_the_run(test):
+    """The tests reading `finished_run` go to one xdist worker, which trains it once; a
+    training run, so slow."""
+    return pytest.mark.slow(pytest.mark.xdist_group("finished_run")(test))
+
+
+def _tensorboard_events(directory):
+    events = []
+    for path in sorted(tf.io.gfile.glob(str(directory / "events.out.tfevents.*"))):
+        events += [tf.compat.v1.Event.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    return events
 
 
 def _copy(run, tmp_path):
@@ -46,7 +57,7 @@ def _copy(run, tmp_path):
     return copy
 
 
-@SHARES_THE_RUN
+@shares_the_run
 def test_main_runs_every_phase_and_writes_results(data_dir, finished_run):
     run, results = finished_run
     on_disk = json.load(open(run / "results.json"))
@@ -72,13 +83,18 @@ def test_main_runs_every_phase_and_writes_results(data_dir, finished_run):
     assert json.load(open(run / "config.json"))["model"]["aap_rank"] == 4
     assert os.path.exists(run / "data_metadata.json")
     assert os.path.exists(run / "final" / "encoder.index")
-    assert os.listdir(run / "logs" / "pretrain")  # TensorBoard
+    # TensorBoard: every epoch's scalars, but the graph once per phase (not in every fit's file).
+    for phase in ("pretrain", "finetune"):
+        events = _tensorboard_events(run / "logs" / phase / "train")
+        assert sum(e.HasField("graph_def") for e in events) == 1, phase
+        epochs = [e.step for e in events for v in e.summary.value if v.tag == "epoch_loss"]
+        assert sorted(epochs) == [0, 1], phase
     # --export: the SavedModel written at the end.
     assert results["export"] == str(run.parent / "model")
     assert os.path.exists(run.parent / "model" / "saved_model.pb")
 
 
-@SHARES_THE_RUN
+@shares_the_run
 def test_rerun_continues_from_the_last_finished_epoch(data_dir, finished_run, tmp_path):
     run = _copy(finished_run[0], tmp_path)
     first = finished_run[1]
@@ -129,6 +145,7 @@ def test_rerun_continues_from_the_last_finished_epoch(data_dir, finished_run, tm
     assert len(_read_csv(run / "pretrain" / "epochs.csv")) == 3
 
 
+@pytest.mark.slow
 def test_zero_pretraining_epochs_fine_tune_from_scratch(data_dir, tmp_path):
     run = tmp_path / "run"
     results = train.main(_args(data_dir, run, "--pretrain_epochs", "0", "--finetune_epochs", "1"))
@@ -136,7 +153,7 @@ def test_zero_pretraining_epochs_fine_tune_from_scratch(data_dir, tmp_path):
     assert "pretrain" not in results and not (run / "pretrain").exists()
 
 
-@SHARES_THE_RUN
+@shares_the_run
 def test_init_from_a_pretraining_checkpoint_loads_its_encoder(data_dir, finished_run, tmp_path):
     from s3rec_tf import builders
     from s3rec_tf import config as config_lib
@@ -284,7 +301,7 @@ def test_jit_compile_on_several_cpu_replicas_stops_before_work(data_dir, tmp_pat
     assert not (tmp_path / "run").exists()
 
 
-@SHARES_THE_RUN
+@shares_the_run
 def test_rerun_with_other_settings_or_data_refuses_to_continue_the_run(
     data_dir, finished_run, tmp_path
 ):
@@ -394,6 +411,7 @@ def _fit_twice_seeded(jit_compile):
     return results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_seeded_training_is_reproducible_with_and_without_xla(jit_compile):
     first, second = _fit_twice_seeded(jit_compile)
