@@ -146,3 +146,24 @@ def test_the_same_recipe_model_and_seed_twice_is_refused_and_output_is_reproduci
     assert {r["rank"] for r in runs} == {"none"} and len(runs) == 6
     with pytest.raises(SystemExit, match="error: .*nowhere.json"):
         full_ranking.main([str(tmp_path / "nowhere.json"), "--output", str(tmp_path / "c")])
+
+
+def test_one_setting_at_a_time_pairs_the_best_recipe_with_its_neighbours(sweeps, tmp_path):
+    paths, _, ce = sweeps
+    # Two recipes one setting away from CE (the best on validation): its learning rate, and
+    # its monitor; BCE differs in three settings, so it has no row here.
+    lr = _sweep(tmp_path / "lr.json", dict(CE, learning_rate=0.001), 0.050)
+    _sweep(tmp_path / "monitor.json", dict(CE, monitor="sampled_mrr"), 0.052)
+    more = [str(tmp_path / "lr.json"), str(tmp_path / "monitor.json")]
+    grouped = full_ranking.groups(full_ranking.collect(paths + more)[0])
+    text = "\n".join(full_ranking.one_factor_table(grouped))
+    row = _row(text, "S3-Rec full rank", "finetune.learning_rate 0.0005 → 0.001")
+    best = {r["seed"]: r["test"]["full"]["ndcg@10"] for r in ce if r["rank"] == "full"}
+    other = {r["seed"]: r["test"]["full"]["ndcg@10"] for r in lr if r["rank"] == "full"}
+    diff = np.array([best[s] - other[s] for s in (1, 2, 3)])
+    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3)
+    want = f"{diff.mean():+.4f} [{diff.mean() - half:+.4f}, {diff.mean() + half:+.4f}]"
+    assert row[2:4] == ["3", want]
+    assert _row(text, "SASRec", "finetune.monitor 'full_ndcg@10' → 'sampled_mrr'")
+    assert "finetune.loss" not in text
+    assert len(text.splitlines()) == 2 + 2 * 2  # header, then two rows per model

@@ -207,7 +207,11 @@ def pretraining_table(grouped) -> list[str]:
 
 
 def changed_fields(a_runs, b_runs) -> str:
-    """What differs between two groups' configs (their first runs'), as 'field a → b'."""
+    """What differs between two groups' configs (their first runs'), as 'field b → a'."""
+    return "; ".join(_changes(a_runs, b_runs)) or "nothing recorded"
+
+
+def _changes(a_runs, b_runs) -> list[str]:
     diff = config_lib.differences(_config(b_runs[0]), _config(a_runs[0]))
     # Where things were, and what does not change the model: evaluation extras, execution.
     skip = {"output_dir", "data.data_dir", "init_from", "seed", "finetune.history_zero_metrics"}
@@ -222,7 +226,48 @@ def changed_fields(a_runs, b_runs) -> str:
         changes.append(
             f"pretraining epochs {b_runs[0]['pretrain_epochs']} → {a_runs[0]['pretrain_epochs']}"
         )
-    return "; ".join(changes) or "nothing recorded"
+    return changes
+
+
+def _difference_cells(runs, baseline) -> tuple[int, list[str]]:
+    """(paired seeds, [full NDCG@10, full HR@10] cells of runs − baseline)."""
+    cells, seeds = [], 0
+    for metric in ("ndcg@10", "hr@10"):
+        diff = rank_report.paired_difference(
+            _values(runs, "full", metric), _values(baseline, "full", metric)
+        )
+        if diff is None:
+            cells.append("—")
+            continue
+        seeds = len(diff["seeds"])
+        interval = diff["interval"]
+        cells.append(
+            f"{diff['mean']:+.4f}"
+            + ("" if interval is None else f" [{interval[0]:+.4f}, {interval[1]:+.4f}]")
+        )
+    return seeds, cells
+
+
+def one_factor_table(grouped) -> list[str]:
+    """For each model, its best recipe (on validation) against every recipe one setting away
+    from it, paired by seed: what that one setting of the best recipe is worth."""
+    lines = [
+        "| model | best recipe's setting → the other | paired seeds | full NDCG@10, best − other "
+        "[95 % interval] | full HR@10, best − other [95 % interval] |",
+        "|---|---|---:|---|---|",
+    ]
+    for rank in dict.fromkeys(rank for _, rank in grouped):
+        of_model = {key: runs for key, runs in grouped.items() if key[1] == rank}
+        best = max(
+            of_model, key=lambda key: np.mean([r["valid"]["full"]["ndcg@10"] for r in grouped[key]])
+        )
+        for key, runs in of_model.items():
+            changes = _changes(runs, grouped[best])
+            if key == best or len(changes) != 1:
+                continue
+            seeds, cells = _difference_cells(grouped[best], runs)
+            lines.append(f"| {_model(rank)} | {changes[0]} | {seeds} | {cells[0]} | {cells[1]} |")
+    return lines
 
 
 def ablation_table(grouped) -> list[str]:
@@ -240,21 +285,7 @@ def ablation_table(grouped) -> list[str]:
         baseline = grouped.get((base, rank))
         if recipe == base or not baseline:
             continue
-        cells = []
-        seeds = 0
-        for metric in ("ndcg@10", "hr@10"):
-            diff = rank_report.paired_difference(
-                _values(runs, "full", metric), _values(baseline, "full", metric)
-            )
-            if diff is None:
-                cells.append("—")
-                continue
-            seeds = len(diff["seeds"])
-            interval = diff["interval"]
-            cells.append(
-                f"{diff['mean']:+.4f}"
-                + ("" if interval is None else f" [{interval[0]:+.4f}, {interval[1]:+.4f}]")
-            )
+        seeds, cells = _difference_cells(runs, baseline)
         lines.append(
             f"| {_model(rank)} | {recipe} − {base} | {changed_fields(runs, baseline)} | "
             f"{seeds} | {cells[0]} | {cells[1]} |"
@@ -358,6 +389,11 @@ def markdown(runs, sweeps) -> str:
         "## What moved the number: each recipe against the first, paired by seed",
         "",
         *ablation_table(grouped),
+        "",
+        "## One setting at a time: each model's best recipe (on validation) against the recipes "
+        "one setting away from it, paired by seed",
+        "",
+        *one_factor_table(grouped),
         "",
         "## Beside the published systems",
         "",
