@@ -241,9 +241,9 @@ class PhaseTensorBoard(tf.keras.callbacks.TensorBoard):
     """Keras' `TensorBoard` for a phase trained as one `fit()` per epoch.
 
     Every `fit()` sets the model on its callbacks again, and Keras' callback then writes the
-    model summary and the training graph into that fit's new event files: once per epoch, about
-    0.5 MB per epoch for the Beauty model. Here they are written by the phase's first `fit()`
-    only (per process: a resumed run writes them once more); the scalars are unchanged.
+    model summary and the training graph into that fit's new event files: once per epoch, and
+    the graph is most of each file. Here they are written by the phase's first `fit()` only (per
+    process: a resumed run writes them once more); the scalars are unchanged.
     """
 
     def __init__(self, *args, **kwargs):
