@@ -258,12 +258,12 @@ def one_factor_table(grouped) -> list[str]:
     ]
     for rank in dict.fromkeys(rank for _, rank in grouped):
         of_model = {key: runs for key, runs in grouped.items() if key[1] == rank}
-        best = max(
-            of_model, key=lambda key: np.mean([r["valid"]["full"]["ndcg@10"] for r in grouped[key]])
-        )
+        best = _best_on_validation(of_model)
         for key, runs in of_model.items():
+            if key == best:
+                continue
             changes = _changes(runs, grouped[best])
-            if key == best or len(changes) != 1:
+            if len(changes) != 1:
                 continue
             seeds, cells = _difference_cells(grouped[best], runs)
             lines.append(f"| {_model(rank)} | {changes[0]} | {seeds} | {cells[0]} | {cells[1]} |")
@@ -293,15 +293,21 @@ def ablation_table(grouped) -> list[str]:
     return lines
 
 
-def best_group(grouped, pretrained: bool) -> Optional[tuple]:
-    """The (recipe, rank) with the highest mean validation full NDCG@10 (chosen on validation,
-    never on test), among pretrained models or SASRec."""
-    candidates = [
+def _best_on_validation(candidates: dict) -> Optional[tuple]:
+    """The key of {key: runs} with the highest mean validation full NDCG@10 (chosen on
+    validation, never on test); None when there is none."""
+    scored = [
         (np.mean([r["valid"]["full"]["ndcg@10"] for r in runs]), key)
-        for key, runs in grouped.items()
-        if (key[1] != "none") == pretrained
+        for key, runs in candidates.items()
     ]
-    return max(candidates)[1] if candidates else None
+    return max(scored)[1] if scored else None
+
+
+def best_group(grouped, pretrained: bool) -> Optional[tuple]:
+    """The best (recipe, rank) on validation among pretrained models or SASRec."""
+    return _best_on_validation(
+        {key: runs for key, runs in grouped.items() if (key[1] != "none") == pretrained}
+    )
 
 
 def anchors_table(grouped) -> list[str]:
