@@ -66,6 +66,10 @@ META_2023_FILE = "meta_Sample_2023.jsonl.gz"
 MAIN_CATEGORY_2023 = "All Beauty"
 TOP_CATEGORY = "Beauty"
 CORE = 5
+# The job's flags for this sample (`s3rec_tf.train` preprocesses it on first use): two masking
+# duplicates, and one k-core round: the data is CORE-core by construction, so the first round
+# removes nothing and more unrolled rounds would only add empty Beam stages.
+JOB_FLAGS = ("--dupe_factor", "2", "--kcore_max_rounds", "1")
 
 # Leaf category paths below TOP_CATEGORY and the nouns that make their item titles.
 _LEAVES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (

@@ -168,19 +168,15 @@ def sample_data_dir() -> str:
     with open(out + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not os.path.exists(metadata):
-            import beam_pipelines
-            from beam_pipelines import preprocess
+            from beam_pipelines import preprocess, sample_data
 
-            raw = os.path.join(os.path.dirname(beam_pipelines.__file__), "sample_data")
+            raw = sample_data.DEFAULT_OUTPUT  # the bundled files, inside the installed package
             logger.info("Preprocessing the bundled sample into %s (once).", out)
             preprocess.run(
                 [
-                    *("--reviews", os.path.join(raw, "reviews_Sample_5.json.gz")),
-                    *("--metadata", os.path.join(raw, "meta_Sample.json.gz")),
-                    *("--output", out, "--dupe_factor", "2"),
-                    # The sample is 5-core by construction: k-core's first round removes
-                    # nothing, and the default 20 unrolled rounds would only add Beam stages.
-                    *("--kcore_max_rounds", "1"),
+                    *("--reviews", os.path.join(raw, sample_data.REVIEWS_FILE)),
+                    *("--metadata", os.path.join(raw, sample_data.META_FILE)),
+                    *("--output", out, *sample_data.JOB_FLAGS),
                 ]
             )
     return out
