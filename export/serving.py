@@ -160,7 +160,7 @@ class S3RecServingModule(tf.Module):
         self.popular_item_ids = tf.Variable(popular, trainable=False, name="popular_item_ids")
 
         item_ids = tf.range(1, num_items + 1, dtype=tf.int64)
-        candidates = tf.gather(encoder.item_embeddings, item_ids)  # [N, hidden], no pad / mask rows
+        candidates = tf.gather(encoder.item_table(), item_ids)  # [N, hidden], no pad / mask rows
         if index == "scann":
             if not scann_available():
                 raise ImportError(

@@ -23,6 +23,32 @@ def _normal(stddev: float) -> tf.keras.initializers.Initializer:
     return tf.keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
 
 
+class _TableNormal(tf.keras.initializers.Initializer):
+    """N(0, stddev) for a table that grows with the catalogue, drawn inside one tf.function.
+
+    Drawn eagerly, as Keras's RandomNormal draws it, `N(0, 1) * stddev + mean` holds three tables'
+    worth of tensors at once, and TensorFlow's CPU allocator (oneDNN's pool) keeps that memory for
+    the rest of the process: three item tables, 0.75 GB at a million items. In a graph the scaling
+    reuses the draw's buffer. The seed of the stateless draw comes from the global generator, so
+    `tf.keras.utils.set_random_seed` fixes it and two tables in one process still differ.
+    """
+
+    def __init__(self, stddev: float):
+        self.stddev = stddev
+
+    def __call__(self, shape, dtype=None, **kwargs):
+        dtype = tf.as_dtype(dtype or tf.keras.backend.floatx())
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
+        draw = tf.function(
+            lambda seed: tf.random.stateless_normal(shape, seed, stddev=self.stddev, dtype=dtype),
+            autograph=False,
+        )
+        return draw(seed)
+
+    def get_config(self) -> dict:
+        return {"stddev": self.stddev}
+
+
 @tf.keras.utils.register_keras_serializable(package="S3Rec")
 class TransformerBlock(tf.keras.layers.Layer):
     """One post-LN Transformer block of the S3-Rec encoder.
@@ -303,6 +329,18 @@ class S3RecEncoder(tf.keras.layers.Layer):
             for i in range(num_layers)
         ]
 
+    def item_table(self) -> tf.Tensor:
+        """The item table `[N + 2, hidden]` float32, read whole: gather rows from this, never
+        from the variable `item_embeddings` itself.
+
+        A gather from the variable (ResourceGather; also what `tf.gather(tf.cast(variable,
+        tf.float32), ids)` runs, since that cast returns the variable) switches it to
+        TensorFlow's copy-on-read mode for good: from then on every whole read (the losses' and
+        the evaluation's scores against the table) and every in-place optimizer update copies
+        the table first, 256 MB at a million items.
+        """
+        return tf.convert_to_tensor(self.item_embeddings)
+
     @property
     def mask_id(self) -> int:
         """The id that marks a masked item (N + 1)."""
@@ -313,7 +351,8 @@ class S3RecEncoder(tf.keras.layers.Layer):
         self.item_embeddings = self.add_weight(
             name="item_embeddings",
             shape=[self.num_items + 2, self.hidden_size],
-            initializer=_normal(self.initializer_range),
+            initializer=_TableNormal(self.initializer_range),
+            autocast=False,  # read whole in float32 (see call), cast after the gather
         )
         self.position_embeddings = self.add_weight(
             name="position_embeddings",
@@ -354,7 +393,8 @@ class S3RecEncoder(tf.keras.layers.Layer):
         with tf.control_dependencies(checks):
             # Right-aligned positions: column j of a width-W batch is position max_len - W + j.
             positions = self.position_embeddings[self.max_seq_length - width :]
-        hidden = tf.gather(self.item_embeddings, item_ids) + positions
+        items = tf.gather(self.item_table(), item_ids)
+        hidden = tf.cast(items, self.compute_dtype) + positions
         hidden = self.embedding_layer_norm(hidden)
         hidden = self.embedding_dropout(hidden, training=training)
 

@@ -91,7 +91,7 @@ class S3RecRecommender(tf.keras.Model):
     def score_all(self, input_ids, training=None):
         """Next-item scores over every id 0..num_items + 1, [batch, num_items + 2]."""
         user = tf.cast(self(input_ids, training=training), tf.float32)
-        table = tf.cast(self.encoder.item_embeddings, tf.float32)
+        table = self.encoder.item_table()
         return tf.matmul(user, table, transpose_b=True)
 
     # ------------------------------------------------------------------------------- training
@@ -102,7 +102,7 @@ class S3RecRecommender(tf.keras.Model):
         states = self.encoder(inputs, causal=True, training=training)  # [B, W, d]
         states = tf.cast(states, tf.float32)  # logits and losses in float32 under any policy
         is_target = targets > 0
-        table = tf.cast(self.encoder.item_embeddings, tf.float32)
+        table = self.encoder.item_table()
         # Every position is computed and padding is masked out afterwards: fixed shapes keep the
         # step XLA-compilable, and bucketing keeps the padding small.
         step = self.optimizer.iterations if self.optimizer is not None else 0
@@ -135,7 +135,7 @@ class S3RecRecommender(tf.keras.Model):
         # Scored item chunk by item chunk: no [B, N + 2] matrix, whatever the catalogue.
         ranks = metrics_lib.ranks_by_item_chunks(
             tf.cast(self(batch[data_lib.INPUT_IDS], training=False), tf.float32),
-            tf.cast(self.encoder.item_embeddings, tf.float32),
+            self.encoder.item_table(),
             batch[data_lib.TARGET],
             batch[data_lib.NEGATIVES],  # 0 pads a user with fewer negatives: not a candidate
             batch[data_lib.HISTORY],

@@ -224,8 +224,7 @@ class S3RecPretrainer(tf.keras.Model):
             is_masked, hidden, pos_items, neg_items
         )
         map_ = self._attribute_bce(self.heads.map_logits(masked_hidden), masked_pos)
-        item_embeddings = tf.cast(self.encoder.item_embeddings, tf.float32)
-        candidates = tf.gather(item_embeddings, tf.stack([masked_pos, masked_neg], -1))
+        candidates = tf.gather(self.encoder.item_table(), tf.stack([masked_pos, masked_neg], -1))
         mip = _difference_bce(self.heads.mip_logits(masked_hidden, candidates))
 
         sp = _difference_bce(segment_logits)
