@@ -92,7 +92,7 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             worker_directory(self.directory, self.strategy),
             max_to_keep=self.max_to_keep,
         )
-        self._best_checkpoint = tf.train.Checkpoint(model=model)
+        self._best_checkpoint = tf.train.Checkpoint(model=_without_optimizer(model))
         latest = self._manager.latest_checkpoint
         if latest:
             # expect_partial: optimizer slots are created lazily at the first step.
@@ -193,6 +193,19 @@ class ResumableTraining(tf.keras.callbacks.Callback):
             self.monitor,
             float(self.best.numpy()),
         )
+
+
+def _without_optimizer(model: tf.keras.Model) -> tf.train.Checkpoint:
+    """What the model tracks (layers, metrics), under the same names, minus its optimizer.
+
+    The best epoch's checkpoint is read only to evaluate, and Adam's two slots are two more
+    copies of the item table: three tables written at every improvement and read back at the end
+    (750 MB at a million items). Same names, so a best checkpoint that holds the optimizer too
+    (written before) still restores.
+    """
+    # _trackable_children is what tf.train.Checkpoint itself reads off every object it saves.
+    children = model._trackable_children(save_type="checkpoint")
+    return tf.train.Checkpoint(**{k: v for k, v in children.items() if k != "optimizer"})
 
 
 def dropout_generators(model: tf.keras.Model) -> dict:

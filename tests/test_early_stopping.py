@@ -30,15 +30,15 @@ class _Scripted(tf.keras.callbacks.Callback):
         self.weights.append([w.copy() for w in self.model.get_weights()])
 
 
-def _model():
+def _model(optimizer=None):
     model = tf.keras.Sequential([tf.keras.Input([3]), tf.keras.layers.Dense(2)])
-    model.compile(tf.keras.optimizers.SGD(0.05), "mse")
+    model.compile(optimizer or tf.keras.optimizers.SGD(0.05), "mse")
     return model
 
 
-def _fit(directory, values, patience, epochs=None):
+def _fit(directory, values, patience, epochs=None, optimizer=None):
     """Fits until early stopping (or len(values) epochs); returns (state, script, model)."""
-    model = _model()
+    model = _model(optimizer)
     state = callbacks.ResumableTraining(
         str(directory), tf.distribute.get_strategy(), monitor=MONITOR, patience=patience
     )
@@ -103,6 +103,27 @@ def test_restore_best_loads_the_best_epochs_weights_tensor_by_tensor(tmp_path):
     _assert_weights_equal(again_model.get_weights(), last)  # the last epoch's checkpoint
     again.restore_best()
     _assert_weights_equal(again_model.get_weights(), script.weights[1])
+
+
+def test_the_best_checkpoint_leaves_the_optimizer_out_and_one_with_it_still_restores(tmp_path):
+    """Adam's slots are two more copies of every weight (of the item table): the best epoch's
+    checkpoint, read only to evaluate, does without them."""
+    values = [0.1, 0.4, 0.2]
+    state, script, model = _fit(tmp_path / "ckpt", values, 3, optimizer=tf.keras.optimizers.Adam())
+    best = tf.train.load_checkpoint(state.best_path).get_variable_to_shape_map()
+    latest = tf.train.load_checkpoint(str(tmp_path / "ckpt")).get_variable_to_shape_map()
+    assert len([n for n in latest if n.startswith("optimizer/_variables/")]) == 4  # m, v of 2
+    assert not any("optimizer" in n for n in best)
+    assert len(best) - 1 == len(model.weights) == 2  # - 1: the object graph
+    state.restore_best()
+    _assert_weights_equal(model.get_weights(), script.weights[1])
+
+    # A best checkpoint written with the optimizer in it (before this change) still restores.
+    model.set_weights(script.weights[1])
+    tf.train.Checkpoint(model=model).write(state.best_path)
+    model.set_weights(script.weights[2])
+    state.restore_best()
+    _assert_weights_equal(model.get_weights(), script.weights[1])
 
 
 def _rows(path):
