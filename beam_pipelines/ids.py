@@ -70,10 +70,25 @@ def _item_positions(history):
 
 
 def _with_item_id(element):
-    _, joined = element
-    for item_id in joined["id"]:
-        for user, positions in joined["at"]:
-            yield user, (positions, item_id)
+    """(item, {"id": [its id], "at": [(user, positions)]}) -> (user, (positions, item id)).
+
+    Every ranked item came from some history and ranks are unique, so a group holds exactly one
+    id and at least one history; anything else is a lost or split join (seen once, with two
+    DirectRunner processes at a million items) and stops the job here, naming the item, not
+    later with a history short of ids."""
+    item, joined = element
+    ids = list(joined["id"])
+    histories = 0
+    for user, positions in joined["at"]:
+        histories += 1
+        if len(ids) == 1:
+            yield user, (positions, ids[0])
+    if len(ids) != 1 or histories == 0:
+        raise RuntimeError(
+            f"AssignIds: item {item!r} ({type(item).__name__}) joined {len(ids)} item ids "
+            f"{ids[:3]} and {histories} histories; every "
+            "item should join exactly one id and at least one history (a lost or split join)."
+        )
 
 
 def _with_user_id(element):
