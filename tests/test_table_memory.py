@@ -16,6 +16,7 @@ from s3rec_tf import finetune as finetune_lib
 from s3rec_tf import runtime
 from s3rec_tf.pretrain import S3RecPretrainer
 
+from dataset_fixture import small_dataset
 from synthetic_pretrain import item_attributes, make_examples, pad_batch
 
 
@@ -70,40 +71,6 @@ def test_the_table_is_drawn_with_one_tables_memory_from_the_seed():
     assert not np.array_equal(first.item_embeddings.numpy(), second.item_embeddings.numpy())
 
 
-def _finetune_batches(num_items, rng, batches=2, size=8, width=6, k=2):
-    examples = []
-    for _ in range(batches):
-        inputs = rng.integers(1, num_items + 1, [size, width]).astype(np.int32)
-        inputs[:, :2] = 0  # left padding
-        targets = np.where(inputs > 0, rng.integers(1, num_items + 1, [size, width]), 0)
-        negatives = rng.integers(1, num_items + 1, [size, width, k]).astype(np.int32)
-        examples.append(
-            {
-                data_lib.INPUT_IDS: inputs,
-                data_lib.TARGET_IDS: targets.astype(np.int32),
-                data_lib.NEGATIVE_IDS: negatives,
-            }
-        )
-    return tf.data.Dataset.from_generator(
-        lambda: iter(examples),
-        output_signature={
-            key: tf.TensorSpec([None] * value.ndim, tf.int32) for key, value in examples[0].items()
-        },
-    )
-
-
-def _eval_batch(num_items, rng, size=8, width=6):
-    inputs = rng.integers(1, num_items + 1, [size, width]).astype(np.int32)
-    return tf.data.Dataset.from_tensors(
-        {
-            data_lib.INPUT_IDS: inputs,
-            data_lib.TARGET: rng.integers(1, num_items + 1, [size]).astype(np.int32),
-            data_lib.NEGATIVES: rng.integers(1, num_items + 1, [size, 99]).astype(np.int32),
-            data_lib.HISTORY: inputs,
-        }
-    )
-
-
 @pytest.mark.parametrize(
     "loss, loss_config",
     [
@@ -112,10 +79,13 @@ def _eval_batch(num_items, rng, size=8, width=6):
         ("sampled_softmax", {"num_samples": 16, "seed": 3}),
     ],
 )
-def test_fine_tuning_and_evaluation_leave_the_table_readable_without_a_copy(loss, loss_config):
+def test_fine_tuning_and_evaluation_leave_the_table_readable_without_a_copy(
+    tmp_path, loss, loss_config
+):
     """A gather from the variable (ResourceGather) would switch it to copy-on-read mode for good:
     every later whole read and every in-place optimizer update would copy the table."""
     num_items = 20_000  # a 640 KB table
+    small_dataset(str(tmp_path), num_users=16, num_items=num_items, max_seq_length=6)
     tf.keras.utils.set_random_seed(0)
     encoder = S3RecEncoder(num_items, max_seq_length=6, hidden_size=8, num_layers=1, num_heads=1)
     model = finetune_lib.S3RecRecommender(
@@ -123,13 +93,12 @@ def test_fine_tuning_and_evaluation_leave_the_table_readable_without_a_copy(loss
     )
     model(tf.zeros([1, 1], tf.int32))
     runtime.compile_for_training(model, 1e-3)
-    rng = np.random.default_rng(0)
     assert not _copies_on_read(encoder)
     before = encoder.item_embeddings.numpy()
-    model.fit(_finetune_batches(num_items, rng), verbose=0)
+    model.fit(data_lib.finetune_train_dataset(str(tmp_path), num_items, 8, 6, 2, seed=0), verbose=0)
     assert not np.array_equal(encoder.item_embeddings.numpy(), before)  # the steps trained it
     assert not _copies_on_read(encoder)
-    model.evaluate(_eval_batch(num_items, rng), verbose=0)
+    model.evaluate(data_lib.eval_dataset(str(tmp_path), "test", 8, 6), verbose=0)
     assert not _copies_on_read(encoder)
     # A gather from the variable itself does switch the mode: the check can fail.
     tf.gather(encoder.item_embeddings, [1, 2])
